@@ -1,0 +1,165 @@
+"""The engine protocol: one small interface every runtime sits behind.
+
+An :class:`Engine` turns a :class:`~effstack.models.LoadedModel` into a :class:`Session` for one
+precision and set of options. A session runs numpy batches and says which precision its kernels
+*actually* executed, so an "INT8" build that silently runs in float is visible.
+
+Engines never import their runtime at module import time of ``effstack.engines``; each engine
+module imports it inside its functions (through :func:`effstack._optional.require`).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConfigError, PrecisionError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models.loader import LoadedModel
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How to build a session.
+
+    precision: the precision asked for (``fp32``, ``bf16``, ``fp16``, ``int8``).
+    threads: compute threads for this session (None: all cores the process may use).
+    batch: the batch size the session will mostly see (engines that specialise on it may use it).
+    knobs: engine-specific settings, recorded verbatim in every result row
+        (e.g. OpenVINO ``{"hint": "throughput", "streams": 2}``).
+    calibration: sample batches for INT8 calibration (None: the engine draws synthetic ones).
+    """
+
+    precision: str = "fp32"
+    threads: int | None = None
+    batch: int = 1
+    knobs: dict[str, Any] = field(default_factory=dict)
+    calibration: Sequence[np.ndarray] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if self.batch < 1:
+            raise ConfigError(f"batch must be at least 1, got {self.batch}")
+
+    @property
+    def n_threads(self) -> int:
+        return self.threads or available_cores()
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+class Session(ABC):
+    """A model ready to run on one engine at one precision."""
+
+    engine: str
+    precision: str
+
+    def __init__(self, engine: str, model: "LoadedModel", options: SessionOptions):
+        self.engine = engine
+        self.precision = options.precision
+        self.model = model
+        self.options = options
+        self.input = model.input
+
+    @abstractmethod
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run one batch (already validated, C-contiguous) and return the first output as numpy."""
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Validate ``x`` against the model's :class:`InputSpec`, then :meth:`run` it."""
+        return self.run(self.input.validate(x))
+
+    def run_many(self, x: np.ndarray, n: int) -> int:
+        """Run the batch ``x`` ``n`` times as fast as the engine can (throughput path).
+
+        Engines with an asynchronous API (OpenVINO's infer-request queue) override this to keep
+        several requests in flight; the default is a plain loop. Returns the number of samples run.
+        """
+        for _ in range(n):
+            self.run(x)
+        return n * x.shape[0]
+
+    def executed_precision(self) -> dict[str, int]:
+        """Count of compute operations by the precision their kernels actually ran in.
+
+        E.g. ``{"int8": 54, "fp32": 3}``. Engines that cannot introspect return the precision asked for.
+        """
+        return {self.precision: 1}
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings that affect speed (threads, streams, hints, ...), for the result row."""
+        return {"threads": self.options.n_threads, **self.options.knobs}
+
+    def close(self) -> None:
+        """Release the engine's resources."""
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Engine(ABC):
+    """A runtime that builds sessions. Subclasses set the class attributes and implement :meth:`load`."""
+
+    name: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]]
+    device: ClassVar[str] = "cpu"
+
+    def check(self, options: SessionOptions) -> None:
+        """Raise :class:`PrecisionError` when this engine cannot run ``options.precision``."""
+        if options.precision not in self.precisions:
+            raise PrecisionError(
+                f"engine {self.name!r} runs {', '.join(self.precisions)}, not {options.precision!r}; "
+                "pick another precision or engine"
+            )
+
+    @abstractmethod
+    def load(self, model: "LoadedModel", options: SessionOptions) -> Session:
+        """Build a session for ``model`` (exporting or compiling as needed)."""
+
+
+def summarize_precision(counts: dict[str, int]) -> str:
+    """``{"int8": 54, "fp32": 3}`` -> ``"int8 95% (54/57), fp32 3"`` for tables."""
+    total = sum(counts.values())
+    if not total:
+        return "?"
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    head, n = ranked[0]
+    parts = [f"{head} {100 * n // total}% ({n}/{total})"] if len(ranked) > 1 else [head]
+    parts += [f"{k} {v}" for k, v in ranked[1:]]
+    return ", ".join(parts)
+
+
+def calibration_batches(model: "LoadedModel", options: SessionOptions, n: int = 16) -> list[np.ndarray]:
+    """The calibration batches to use: the user's, else ``n`` deterministic synthetic single samples."""
+    if options.calibration is not None:
+        batches = [np.ascontiguousarray(b, dtype=np.float32) for b in options.calibration]
+        if not batches:
+            raise ConfigError("calibration data is empty; pass at least one batch or leave it unset")
+        return batches
+    return [model.input.example(1, seed=1000 + i) for i in range(n)]
+
+
+def iter_samples(batches: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+    """Split batches into single-sample batches (some calibrators want batch 1)."""
+    for b in batches:
+        for i in range(b.shape[0]):
+            yield b[i : i + 1]
