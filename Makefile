@@ -1,0 +1,28 @@
+# effstack: `make demo` runs the main job, `make test` runs the tests; both bootstrap .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= onnx,openvino,serve,search,dev
+STAMP := $(VENV)/.effstack-installed
+
+.PHONY: install demo test bench-overhead clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/effstack demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench-overhead: install
+	$(PY) benchmarks/engine_overhead.py --json results/engine_overhead.json
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

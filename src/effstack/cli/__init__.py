@@ -1,0 +1,1 @@
+"""The ``effstack`` command line: thin subcommands that call the library."""

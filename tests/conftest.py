@@ -1,0 +1,47 @@
+"""Shared fixtures: one export/quantization cache per test session, tiny models built in code."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Keep every cache (ONNX exports, INT8 builds, peak rates) inside the test session's temp folder."""
+    path = tmp_path_factory.mktemp("effstack-cache")
+    old = os.environ.get("EFFSTACK_CACHE")
+    os.environ["EFFSTACK_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("EFFSTACK_CACHE", None)
+    else:
+        os.environ["EFFSTACK_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    from effstack.models import load_model
+
+    return load_model("effstack.testing:tiny_cnn")
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet():
+    from effstack.models import load_model
+
+    return load_model("effstack.testing:tiny_resnet")
+
+
+def rel_error(y: np.ndarray, ref: np.ndarray) -> float:
+    """max |y - ref| relative to max |ref|."""
+    return float(np.max(np.abs(y - ref)) / max(float(np.max(np.abs(ref))), 1e-12))
+
+
+def snr_db(y: np.ndarray, ref: np.ndarray) -> float:
+    """Signal-to-noise ratio of ``y`` against ``ref`` in decibels."""
+    noise = float(np.sum((y.astype(np.float64) - ref) ** 2))
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
