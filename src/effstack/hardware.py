@@ -159,14 +159,15 @@ def peak_rates(refresh: bool = False, threads: int | None = None, size: int = 20
     """The machine's peak matrix-product rates per precision, measured once and cached.
 
     Each precision is timed on every installed path (ONNX Runtime / OpenVINO / PyTorch) with a
-    ``size``³ product on ``threads`` threads; the fastest median wins. A path counts only when its
+    square product of up to ``size`` (smaller for slow, emulated paths) on ``threads`` threads; the
+    fastest median wins. A path counts only when its
     kernels really ran that precision (OpenVINO's runtime model is inspected), so a machine without
     bf16 units gets the honest, slow emulated bf16 figure rather than a disguised fp32 one.
 
     Args:
         refresh: measure again even when a cached result exists.
         threads: compute threads (default: all cores available to this process).
-        size: the square matrix size (2048 keeps the whole measurement to roughly 10-20 s).
+        size: the largest square matrix size (each path gets about 1 s, ~10-20 s in all).
 
     Returns:
         ``{"rates": {"fp32": {"gops": 480.2, "best": 490.0, "path": "onnxruntime",
@@ -210,32 +211,60 @@ def _measure_all(threads: int, size: int) -> dict[str, Any]:
     rates: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for precision in PEAK_PRECISIONS:
-        candidates: dict[str, tuple[float, float]] = {}
+        candidates: dict[str, tuple[float, float, int]] = {}
         for name, make in _PATHS[precision]:
             try:
-                fn = make(size, threads)
-                if fn is None:  # the path is not installed, or did not really run this precision
-                    continue
-                candidates[name] = _time_rate(fn, 2.0 * size**3 / 1e9)
+                measured = _measure_path(make, threads, size)
             except Exception as exc:  # one broken path must not lose the others
                 errors[f"{precision}/{name}"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                continue
+            if measured is not None:  # None: not installed, or did not really run this precision
+                candidates[name] = measured
         if candidates:
             best = max(candidates, key=lambda n: candidates[n][0])
-            rates[precision] = {"gops": round(candidates[best][0], 1), "best": round(candidates[best][1], 1),
-                                "path": best, "candidates": {n: round(v[0], 1) for n, v in candidates.items()}}
+            median, top, n = candidates[best]
+            rates[precision] = {"gops": round(median, 1), "best": round(top, 1), "path": best, "size": n,
+                                "candidates": {k: round(v[0], 1) for k, v in candidates.items()}}
         else:
-            rates[precision] = {"gops": None, "best": None, "path": None, "candidates": {}}
+            rates[precision] = {"gops": None, "best": None, "path": None, "size": None, "candidates": {}}
     return {"rates": rates, "threads": threads, "size": size, "errors": errors}
+
+
+def _measure_path(make: Callable[[int, int], Callable[[], Any] | None], threads: int, max_size: int,
+                  budget_s: float = 1.0, probe: int = 512) -> tuple[float, float, int] | None:
+    """(median GOP/s, best GOP/s, size) of one path, or None when the path cannot run here.
+
+    A small probe product estimates the rate first, so an emulated path (bf16 or int8 on a CPU
+    without those units runs ~100x slower) is timed at a size that fits the budget instead of
+    taking minutes; fast paths are timed at ``max_size``, where the rate is near its plateau.
+    """
+    fn = make(probe, threads)
+    if fn is None:
+        return None
+    fn()  # first call: allocation, kernel selection, JIT
+    t0 = time.perf_counter()
+    fn()
+    rate = 2.0 * probe**3 / max(time.perf_counter() - t0, 1e-9)  # FLOP/s
+    # aim for calls of ~budget/8 so that 5 rounds fit the budget (the probe's rate understates
+    # the large-size rate, which errs towards a larger size)
+    size = int((rate * budget_s / 8 / 2) ** (1 / 3)) // 64 * 64
+    size = min(max(size, probe), max_size)
+    if size != probe:
+        fn = make(size, threads)
+        if fn is None:
+            return None
+    median, best = _time_rate(fn, 2.0 * size**3 / 1e9, budget_s)
+    return median, best, size
 
 
 def _time_rate(fn: Callable[[], Any], gop: float, budget_s: float = 1.0, repeats: int = 5) -> tuple[float, float]:
     """(median, best) GOP/s over ``repeats`` timed rounds of about ``budget_s / repeats`` each."""
-    fn()  # first call: allocation, kernel selection, JIT
+    fn()  # warm-up at this size
     t0 = time.perf_counter()
     fn()
     one = time.perf_counter() - t0
     if one > budget_s / 2:
-        repeats = 3  # a slow (emulated) path: a few single calls are enough and keep the total bounded
+        repeats = 3  # a slow path: a few single calls are enough and keep the total bounded
     calls = max(1, int(budget_s / repeats / max(one, 1e-6)))
     rates = []
     for _ in range(repeats):
@@ -354,9 +383,9 @@ def _ov_ran(compiled: Any, want: tuple[str, ...]) -> bool:
     """True when the compiled model's matrix-product node ran in one of ``want`` precisions."""
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
-        layer = str(info["layerType"]) if "layerType" in info else ""
+        layer = info["layerType"].astype(str) if "layerType" in info else ""
         if layer in ("FullyConnected", "MatMul", "Gemm"):
-            precision = str(info["runtimePrecision"]).lower() if "runtimePrecision" in info else ""
+            precision = info["runtimePrecision"].astype(str).lower() if "runtimePrecision" in info else ""
             return precision in want
     return False
 

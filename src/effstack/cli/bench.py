@@ -39,22 +39,35 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knob", action="append", metavar="[ENGINE.]KEY=VALUE",
                    help="engine setting, e.g. openvino.hint=throughput (repeatable)")
     p.add_argument("--no-isolate", action="store_true", help="run cells in this process (faster, less safe)")
+    p.add_argument("--no-peak", action="store_true", help="skip the machine's peak-rate measurement (no %% of peak)")
     p.add_argument("--json", metavar="PATH", help="write the result rows as JSON")
 
 
 def run_bench(args: argparse.Namespace, spec) -> list:
     from ..bench import bench
+    from ..engines import PRECISIONS, canonical
+    from ..errors import PrecisionError
+    from ..models import load_model
     from ..report import print_rows, write_rows
 
+    # Mistakes in the request are one line and exit 2 before anything is measured.
+    engines = [canonical(e) for e in args.engine]
+    for p in args.precision:
+        if p not in PRECISIONS:
+            raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
+    model = load_model(spec)
+    macs = f"{model.macs / 1e9:.3g} GMAC/sample" if model.macs else "MACs unknown"
+    print(f"{model.name}: input {model.input.shape} {model.input.dtype}, {macs}")
     rows = bench(
         spec,
-        engines=args.engine,
+        engines=engines,
         precisions=args.precision,
         batches=args.batch,
         scenario=args.scenario,
         duration=args.duration,
         repeats=args.repeats,
-        rate=args.rate,
+        rate_qps=args.rate,
+        peak=not args.no_peak,
         threads=args.threads,
         knobs=parse_knobs(args.knob),
         calibration_size=args.calibration_size,

@@ -43,18 +43,24 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def parse_knobs(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``["openvino.hint=throughput", "threads_per_stream=1"]`` -> ``{"openvino": {...}, "*": {...}}``.
+def parse_knobs(items: list[str] | None) -> dict[str, Any]:
+    """``["openvino.hint=throughput", "channels_last=true"]`` -> ``{"openvino": {"hint": ...}, "channels_last": True}``.
 
-    A knob without an engine prefix applies to every engine.
+    A knob without an engine prefix applies to every engine; ``ENGINE.KEY`` applies to that engine only
+    (the shape :func:`effstack.bench.bench` takes).
     """
-    knobs: dict[str, dict[str, Any]] = {}
+    from ..engines import canonical
+
+    knobs: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--knob must look like ENGINE.KEY=VALUE or KEY=VALUE, got {item!r}")
         engine, dot, name = key.rpartition(".")
-        knobs.setdefault(engine if dot else "*", {})[name] = parse_value(value)
+        if dot:
+            knobs.setdefault(canonical(engine), {})[name] = parse_value(value)
+        else:
+            knobs[name] = parse_value(value)
     return knobs
 
 

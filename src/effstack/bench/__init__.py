@@ -1,0 +1,39 @@
+"""Measurement: one timer, named scenarios, flat result rows, isolated cells, and the sweep.
+
+>>> from effstack.bench import bench
+>>> rows = bench("resnet50", ["onnxruntime", "openvino"], ["fp32", "int8"], [1, 8])  # doctest: +SKIP
+
+Names are imported on first use: ``python -m effstack.bench.cell`` (the isolated child) must not
+find its own module already imported by this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Cell": "cell", "run_cell": "cell",
+    "CpuUsage": "cpu", "OtherCpu": "cpu",
+    "SCHEMA_VERSION": "row", "ResultRow": "row",
+    "bench": "runner",
+    "SCENARIOS": "scenarios", "ScenarioResult": "scenarios", "offline": "scenarios", "server": "scenarios",
+    "single_stream": "scenarios",
+    "LatencyStats": "stats", "Spread": "stats", "latency_stats": "stats", "percentile": "stats", "spread": "stats",
+    "Timer": "timer",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'effstack.bench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
