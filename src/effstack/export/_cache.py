@@ -65,6 +65,7 @@ def atomic_file(final: Path, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o644)  # mkstemp makes it private; a cache is meant to be read by others too
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)

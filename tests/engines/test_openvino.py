@@ -1,0 +1,125 @@
+"""OpenVINO engine: fp32 really f32, hints and streams read back, INT8 via NNCF, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ov = pytest.importorskip("openvino")
+pytest.importorskip("onnx")
+
+from effstack.engines import SessionOptions, get_engine  # noqa: E402
+from effstack.engines.openvino import OpenVinoEngine, cpu_has_bf16  # noqa: E402
+from effstack.errors import ArtifactError, ConfigError, PrecisionError  # noqa: E402
+from effstack.models import InputSpec, LoadedModel  # noqa: E402
+
+from ..conftest import rel_error, snr_db  # noqa: E402
+
+
+def _reference(model, x):
+    import torch
+
+    with torch.inference_mode():
+        return model.module(torch.from_numpy(x)).numpy()
+
+
+def test_fp32_runs_f32_not_the_bf16_default(tiny_cnn):
+    x = tiny_cnn.input.example(2, seed=1)
+    with get_engine("openvino").load(tiny_cnn, SessionOptions(threads=1)) as s:
+        y = s.infer(x)
+        counts = s.executed_precision()
+        settings = s.settings()
+    assert counts == {"fp32": 4}  # 3 convolutions + the fully connected layer, none in bf16
+    assert settings["inference_precision"] == "f32"
+    assert settings["threads"] == 1
+    assert rel_error(y, _reference(tiny_cnn, x)) <= 1e-4
+
+
+@pytest.mark.parametrize("batch, hint", [(1, "latency"), (8, "throughput")])
+def test_hint_defaults_by_batch_and_is_read_back(tiny_cnn, batch, hint):
+    with get_engine("openvino").load(tiny_cnn, SessionOptions(threads=2, batch=batch)) as s:
+        settings = s.settings()
+    assert settings["hint"] == hint
+    for key in ("streams", "threads", "inference_precision", "optimal_requests"):
+        assert key in settings
+    if hint == "latency":
+        assert settings["streams"] == 1
+
+
+def test_explicit_knobs_win_and_are_recorded(tiny_cnn):
+    knobs = {"hint": "throughput", "streams": 1}
+    with get_engine("openvino").load(tiny_cnn, SessionOptions(threads=2, knobs=knobs)) as s:
+        settings = s.settings()
+        compiled_streams = int(s.compiled.get_property("NUM_STREAMS"))
+    assert settings["hint"] == "throughput" and settings["streams"] == 1 == compiled_streams
+
+
+def test_run_many_keeps_requests_in_flight_and_matches_run(tiny_resnet):
+    x = tiny_resnet.input.example(4, seed=3)
+    with get_engine("openvino").load(tiny_resnet, SessionOptions(threads=2, batch=4)) as s:
+        y = s.run(x)
+        assert s.run_many(x, 5) == 20
+        np.testing.assert_array_equal(s.run(x), y)
+        y2 = s.run(x[:1])  # outputs are copies: a later inference must not change an earlier result
+    assert y2.shape == (1, 10) and not np.shares_memory(y, y2)
+
+
+def test_int8_runs_int8_layers(tiny_cnn, monkeypatch):
+    import nncf
+
+    x = tiny_cnn.input.example(4, seed=5)
+    calib = [tiny_cnn.input.example(4, seed=s) for s in range(3)]  # 12 samples
+    options = SessionOptions(precision="int8", calibration=calib)
+    with get_engine("openvino").load(tiny_cnn, options) as s:
+        y = s.infer(x)
+        counts = s.executed_precision()
+        settings = s.settings()
+    assert counts == {"int8": 4}, counts
+    assert snr_db(y, _reference(tiny_cnn, x)) >= 25
+    assert settings["subset_size"] == 12 and settings["preset"] == "performance"
+    assert settings["overflow_fix"] in ("enable", "first_layer")
+
+    def no_quantize(*args, **kwargs):
+        raise AssertionError("nncf.quantize called on a cache hit")
+
+    monkeypatch.setattr(nncf, "quantize", no_quantize)
+    with get_engine("openvino").load(tiny_cnn, options) as again:
+        assert again.xml == s.xml
+
+
+def test_bf16_runs_bf16_or_is_refused_here(tiny_cnn):
+    engine = get_engine("openvino")
+    if not cpu_has_bf16():
+        assert "bf16" not in engine.precisions and "bf16" in OpenVinoEngine.precisions
+        with pytest.raises(PrecisionError, match="no bf16 support") as info:
+            engine.load(tiny_cnn, SessionOptions(precision="bf16"))
+        assert "\n" not in str(info.value)
+        return
+    with engine.load(tiny_cnn, SessionOptions(precision="bf16")) as s:
+        assert s.settings()["inference_precision"] == "bf16"
+        assert s.executed_precision().get("bf16", 0) > 0
+
+
+@pytest.mark.parametrize(
+    "knobs, precision, message",
+    [
+        ({"hints": "latency"}, "fp32", "unknown openvino knob 'hints'"),
+        ({"hint": "fast"}, "fp32", "must be latency or throughput"),
+        ({"streams": 0}, "fp32", "must be a positive integer"),
+        ({"subset_size": 8}, "fp32", "applies to int8 only"),
+        ({"overflow_fix": "maybe"}, "int8", "must be one of enable, first_layer, disable"),
+    ],
+)
+def test_bad_knobs_are_one_line_config_errors(tiny_cnn, knobs, precision, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        get_engine("openvino").load(tiny_cnn, SessionOptions(precision=precision, knobs=knobs))
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_onnx_file_is_one_line_artifact_error(tmp_path):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not an ONNX model")
+    model = LoadedModel("corrupt", spec=None, input=InputSpec(shape=(3, 8, 8)), onnx_path=bad, fingerprint="2" * 16)
+    with pytest.raises(ArtifactError, match="corrupt.onnx") as info:
+        get_engine("openvino").load(model, SessionOptions())
+    assert "\n" not in str(info.value)
