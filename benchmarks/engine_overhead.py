@@ -2,6 +2,8 @@
 """What effstack costs: each engine/precision cell measured through effstack and through the engine's
 own API directly, in one run, rounds interleaved (A B A B ...) so drift on a shared machine hits both.
 
+Rounds alternate which side goes first (A B B A ...), with a short idle pause before each.
+
 Through effstack = the same path `effstack bench` takes: `effstack.bench.scenarios.offline` driving a
 `Session`. Directly = a plain loop over the engine's own API on the *same* artifact (the ONNX/IR/quantized
 file the effstack session built) with the same settings (threads, hint, streams, precision).
@@ -14,11 +16,13 @@ Acceptance: effstack's throughput is at least 0.97 of direct use in every cell (
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -30,19 +34,26 @@ from effstack.hardware import library_versions, machine_info
 from effstack.models import load_model
 from effstack.report.jsonio import atomic_write_text
 
-DEFAULT_CELLS = "torch:fp32,torch:bf16,onnxruntime:fp32,onnxruntime:int8,openvino:fp32,openvino:bf16,openvino:int8"
+DEFAULT_ENGINES = ("torch", "onnxruntime", "openvino")
 
 
-def direct_runner(session: Any, x: np.ndarray) -> Callable[[int], int]:
+def default_cells() -> str:
+    """Every precision each default engine runs on this CPU (bf16 only where it is native)."""
+    from effstack.engines import ENGINES
+
+    return ",".join(f"{e}:{p}" for e in DEFAULT_ENGINES if ENGINES.is_available(e) for p in get_engine(e).precisions)
+
+
+def direct_runner(ref: Any, x: np.ndarray) -> Callable[[int], int]:
     """A loop over the engine's own API, built from the effstack session's artifact and settings.
 
     Returns ``run(n)``: run batch ``x`` n times, return samples done.
     """
-    engine = session.engine
+    engine = ref.engine
     if engine in ("torch", "torch_compile"):
         import torch
 
-        module, bf16 = session.module, session.precision == "bf16"
+        module, bf16 = ref.module, ref.precision == "bf16"
 
         def run(n: int) -> int:
             for _ in range(n):
@@ -55,10 +66,10 @@ def direct_runner(session: Any, x: np.ndarray) -> Callable[[int], int]:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = session.options.n_threads
+        so.intra_op_num_threads = ref.n_threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(session.path), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(ref.path), so, providers=["CPUExecutionProvider"])
         feed_name = sess.get_inputs()[0].name
 
         def run(n: int) -> int:
@@ -70,14 +81,20 @@ def direct_runner(session: Any, x: np.ndarray) -> Callable[[int], int]:
     if engine == "openvino":
         import openvino as ov
 
-        s = session.settings()
+        s = ref.settings
+        # what a user of OpenVINO writes: the hint, the threads and the precision; the plugin picks the
+        # streams from the hint (the effstack session's resolved streams are checked to agree below)
         config = {
             "PERFORMANCE_HINT": s["hint"].upper(),
-            "NUM_STREAMS": s["streams"],
             "INFERENCE_NUM_THREADS": s["threads"],
             "INFERENCE_PRECISION_HINT": s["inference_precision"],
         }
-        compiled = ov.Core().compile_model(str(session.xml), "CPU", config)
+        from effstack.engines.openvino import _core  # one ov.Core per process, as OpenVINO advises: a second
+        # Core in the same process starts a second CPU plugin with its own thread pools competing for the cores
+        compiled = _core().compile_model(str(ref.xml), "CPU", config)
+        streams = int(compiled.get_property("NUM_STREAMS"))
+        if streams != s["streams"]:
+            raise RuntimeError(f"direct OpenVINO resolved {streams} streams, effstack {s['streams']}: not comparable")
         if s["hint"] == "latency":
             request = compiled.create_infer_request()
 
@@ -99,59 +116,86 @@ def direct_runner(session: Any, x: np.ndarray) -> Callable[[int], int]:
     raise SystemExit(f"no direct runner for engine {engine!r}")
 
 
-def measure_direct(run: Callable[[int], int], seconds: float, per_call_s: float) -> float:
-    n = max(1, round(seconds / per_call_s))
+def measure_direct(run: Callable[[int], int], seconds: float, inflight: int) -> float:
+    """Time a round of ``run`` sized like effstack's offline rounds (at least 4 calls per request in flight)."""
+    run(inflight)  # warm-up
+    t0 = time.perf_counter()
+    run(3 * inflight)
+    per_call = (time.perf_counter() - t0) / (3 * inflight)
+    n = max(1 if inflight == 1 else 4 * inflight, round(seconds / per_call))
     t0 = time.perf_counter()
     samples = run(n)
     return samples / (time.perf_counter() - t0)
 
 
-def measure_cell(model: Any, engine: str, precision: str, batch: int, seconds: float, rounds: int) -> dict:
+def measure_cell(model: Any, engine: str, precision: str, batch: int, seconds: float, rounds: int,
+                 pause: float = 0.5) -> dict:
+    """Rounds of (effstack, direct) in alternating order; each side builds its session for the round.
+
+    Only one runtime session exists while a side is timed: two OpenVINO compiled models in one
+    process reserve and pin cores against each other, and the one compiled second ran 15-25% slower
+    here, whichever side it was.
+    """
     options = SessionOptions(precision=precision, batch=batch)
-    t0 = time.perf_counter()
-    session = get_engine(engine).load(model, options)
-    load_s = time.perf_counter() - t0
+    engine_obj = get_engine(engine)
     x = model.input.example(batch)
-    run = direct_runner(session, x)
-    run(3)  # warm the direct path (the effstack path warms inside offline())
     t0 = time.perf_counter()
-    run(3)
-    per_call = (time.perf_counter() - t0) / 3
+    session = engine_obj.load(model, options)  # builds and caches the artifact both sides use
+    load_s = time.perf_counter() - t0
+    executed, settings = session.executed_precision(), session.settings()
+    reference = SimpleNamespace(  # what the direct side needs from the session, without the session
+        engine=session.engine, precision=precision, n_threads=options.n_threads, settings=settings,
+        module=getattr(session, "module", None), path=getattr(session, "path", None),
+        xml=getattr(session, "xml", None),
+    )
+    inflight = session.concurrency()
+    session.close()
+    session = None
     ours, theirs = [], []
-    for _ in range(rounds):  # interleaved, so machine drift lands on both sides alike
-        ours.append(offline(session, x, duration_s=seconds, repeats=1).throughput.median)
-        theirs.append(measure_direct(run, seconds, per_call))
+    for r in range(rounds):
+        for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
+            if side == "ours":
+                session = engine_obj.load(model, options)
+                time.sleep(pause)
+                ours.append(offline(session, x, duration_s=seconds, repeats=1).throughput.median)
+                session.close()
+                session = None
+            else:
+                run = direct_runner(reference, x)
+                time.sleep(pause)
+                theirs.append(measure_direct(run, seconds, inflight))
+                del run
+            gc.collect()
     ratio = statistics.median(ours) / statistics.median(theirs)
     paired = [a / b for a, b in zip(ours, theirs)]
-    row = {
+    return {
         "engine": engine, "precision": precision, "batch": batch, "load_s": round(load_s, 2),
         "effstack_median": statistics.median(ours), "direct_median": statistics.median(theirs),
         "effstack_rounds": ours, "direct_rounds": theirs, "ratio": ratio,
         "paired_ratio_min": min(paired), "paired_ratio_max": max(paired),
-        "executed_precision": session.executed_precision(), "settings": session.settings(), "status": "ok",
+        "executed_precision": executed, "settings": settings, "status": "ok",
     }
-    session.close()
-    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="resnet50")
-    p.add_argument("--cells", default=DEFAULT_CELLS, help="engine:precision pairs, comma-separated")
+    p.add_argument("--cells", help="engine:precision pairs, comma-separated (default: all this CPU runs)")
     p.add_argument("--batch", default="1,8")
     p.add_argument("--seconds", type=float, default=2.0, help="seconds per round per side")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=8, help="rounds per side, alternating which goes first")
+    p.add_argument("--pause", type=float, default=0.5, help="idle seconds before each timed side")
     p.add_argument("--threshold", type=float, default=0.97)
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)
 
     model = load_model(args.model)
     rows = []
-    for cell in args.cells.split(","):
+    for cell in (args.cells or default_cells()).split(","):
         engine, _, precision = cell.partition(":")
         for batch in (int(b) for b in args.batch.split(",")):
             try:
-                row = measure_cell(model, engine, precision, batch, args.seconds, args.rounds)
+                row = measure_cell(model, engine, precision, batch, args.seconds, args.rounds, args.pause)
             except Exception as exc:  # one broken cell costs one row
                 row = {"engine": engine, "precision": precision, "batch": batch, "status": "error",
                        "error": one_line(exc)}

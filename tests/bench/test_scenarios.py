@@ -39,6 +39,28 @@ def test_offline_uses_run_many_in_repeats():
     assert s.run_many_calls == r.warmup_calls + 3
 
 
+def test_offline_keeps_every_request_in_flight_busy():
+    """A session with 3 requests in flight gets rounds of at least 4 x 3 calls, and sizing calls of 3."""
+
+    class Pipelined(FakeSession):
+        def __init__(self):
+            super().__init__()
+            self.sizes = []
+
+        def concurrency(self) -> int:
+            return 3
+
+        def run_many(self, x, n):
+            self.sizes.append(n)
+            return super().run_many(x, n)
+
+    s = Pipelined()
+    r = offline(s, X4, duration_s=0.001, repeats=2, timer=QUICK)
+    timed = s.sizes[-2:]
+    assert all(n >= 12 for n in timed) and r.queries == sum(timed)
+    assert all(n == 3 for n in s.sizes[:-2])  # warm-up and sizing calls fill the pipeline too
+
+
 def test_server_counts_latency_from_the_scheduled_time():
     # one worker, 10 ms per query, ~400 queries/s offered: a queue must build, and each query's
     # latency includes its wait. Query i cannot finish before query 0's scheduled time plus

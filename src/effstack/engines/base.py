@@ -95,6 +95,10 @@ class Session(ABC):
             self.run(x)
         return n * x.shape[0]
 
+    def concurrency(self) -> int:
+        """How many calls :meth:`run_many` keeps in flight at once (1 for a plain loop)."""
+        return 1
+
     def executed_precision(self) -> dict[str, int]:
         """Count of compute operations by the precision their kernels actually ran in.
 

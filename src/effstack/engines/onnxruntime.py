@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import platform
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import ArtifactError, ConfigError, EngineError, one_line
+from ..hardware import has_int8_dot_product
 from ..export._cache import atomic_file, cache_dir, hash_arrays, hash_text, safe_name
 from ..export.onnx import export_onnx
 from .base import Engine, Session, SessionOptions, calibration_batches
@@ -31,7 +31,7 @@ from .base import Engine, Session, SessionOptions, calibration_batches
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel
 
-__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeSession", "quantize_onnx", "count_onnx_precision", "cpu_has_vnni"]
+__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeSession", "quantize_onnx", "count_onnx_precision"]
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
@@ -77,7 +77,7 @@ def resolve_knobs(knobs: dict[str, Any], precision: str) -> dict[str, Any]:
             continue
         value = knobs.get(key, default)
         if value is None and key == "reduce_range":
-            value = not cpu_has_vnni()
+            value = not has_int8_dot_product()
         if value is None:
             continue
         value = _coerce(value, allowed)
@@ -101,21 +101,6 @@ def _coerce(value: Any, allowed: Any) -> Any:
     if isinstance(value, str) and allowed is bool and value.lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.lower() in ("true", "1", "yes")
     return value
-
-
-def cpu_has_vnni() -> bool:
-    """True when this CPU has an 8-bit dot-product instruction (x86 VNNI; ARM is treated as having one)."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return True
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    except OSError:
-        pass
-    return True  # unknown: assume a modern CPU (full 8-bit range)
 
 
 class OnnxRuntimeEngine(Engine):

@@ -24,7 +24,7 @@ from ..errors import ArtifactError, ConfigError, EngineError, PrecisionError, on
 from ..export._cache import cache_dir, hash_arrays, hash_text, safe_name
 from ..export.openvino import export_openvino, save_ir
 from .base import Engine, Session, SessionOptions, calibration_batches, iter_samples
-from .onnxruntime import cpu_has_vnni
+from ..hardware import has_int8_dot_product
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel
@@ -87,7 +87,7 @@ def resolve_knobs(options: SessionOptions) -> dict[str, Any]:
         out["preset"] = preset
         # without VNNI, u8 x i8 products are summed in int16 and saturate: NNCF's overflow fix quantizes
         # weights to 7 bits (on an AVX2 test machine a tiny ResNet went from 22 dB to 44 dB SNR)
-        fix = str(knobs.get("overflow_fix", "first_layer" if cpu_has_vnni() else "enable")).lower()
+        fix = str(knobs.get("overflow_fix", "first_layer" if has_int8_dot_product() else "enable")).lower()
         if fix not in _OVERFLOW:
             raise ConfigError(
                 f"openvino knob 'overflow_fix' must be one of {', '.join(_OVERFLOW)}, got {knobs['overflow_fix']!r}"
@@ -196,6 +196,9 @@ class OpenVinoSession(Session):
             start({0: x}, share_inputs=True)
         self._queue.wait_all()
         return n * x.shape[0]
+
+    def concurrency(self) -> int:
+        return int(self._resolved["optimal_requests"])
 
     def settings(self) -> dict[str, Any]:
         out = dict(self._resolved)

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import EngineError
-from .base import Engine, Session, SessionOptions
-from .torch_eager import TorchSession
+from .base import Session, SessionOptions
+from .torch_eager import TorchEagerEngine, TorchSession
 
 
-class TorchCompileEngine(Engine):
+class TorchCompileEngine(TorchEagerEngine):
     name = "torch_compile"
-    precisions = ("fp32", "bf16")
 
     def load(self, model: Any, options: SessionOptions) -> Session:
         import torch
