@@ -2,7 +2,8 @@
 """What effstack costs: each engine/precision cell measured through effstack and through the engine's
 own API directly, in one run, rounds interleaved (A B A B ...) so drift on a shared machine hits both.
 
-Rounds alternate which side goes first (A B B A ...), with a short idle pause before each.
+Rounds alternate which side goes first (A B B A ...), with a short idle pause before each; a pair
+during which other processes took CPU (measured from /proc/stat) is dropped and measured again.
 
 Through effstack = the same path `effstack bench` takes: `effstack.bench.scenarios.offline` driving a
 `Session`. Directly = a plain loop over the engine's own API on the *same* artifact (the ONNX/IR/quantized
@@ -27,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from effstack.bench.cpu import OtherCpu
 from effstack.bench.scenarios import offline
 from effstack.engines import SessionOptions, get_engine
 from effstack.errors import one_line
@@ -35,6 +37,7 @@ from effstack.models import load_model
 from effstack.report.jsonio import atomic_write_text
 
 DEFAULT_ENGINES = ("torch", "onnxruntime", "openvino")
+MAX_TRIES = 3  # a cell measures at most rounds x MAX_TRIES pairs while dropping disturbed ones
 
 
 def default_cells() -> str:
@@ -129,7 +132,7 @@ def measure_direct(run: Callable[[int], int], seconds: float, inflight: int) -> 
 
 
 def measure_cell(model: Any, engine: str, precision: str, batch: int, seconds: float, rounds: int,
-                 pause: float = 0.5) -> dict:
+                 pause: float = 0.5, noise_pct: float = 10.0) -> dict:
     """Rounds of (effstack, direct) in alternating order; each side builds its session for the round.
 
     Only one runtime session exists while a side is timed: two OpenVINO compiled models in one
@@ -151,21 +154,37 @@ def measure_cell(model: Any, engine: str, precision: str, batch: int, seconds: f
     inflight = session.concurrency()
     session.close()
     session = None
-    ours, theirs = [], []
-    for r in range(rounds):
+    ours, theirs, dropped = [], [], 0
+    r = 0
+    while len(ours) < rounds and r < rounds * MAX_TRIES:
+        pair: dict[str, float] = {}
+        noisy = False
         for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
             if side == "ours":
                 session = engine_obj.load(model, options)
-                time.sleep(pause)
-                ours.append(offline(session, x, duration_s=seconds, repeats=1).throughput.median)
+            else:
+                run = direct_runner(reference, x)
+            time.sleep(pause)
+            with OtherCpu() as meter:
+                if side == "ours":
+                    pair[side] = offline(session, x, duration_s=seconds, repeats=1).throughput.median
+                else:
+                    pair[side] = measure_direct(run, seconds, inflight)
+            noisy = noisy or meter.usage.noisy(noise_pct)
+            if side == "ours":
                 session.close()
                 session = None
             else:
-                run = direct_runner(reference, x)
-                time.sleep(pause)
-                theirs.append(measure_direct(run, seconds, inflight))
                 del run
             gc.collect()
+        r += 1
+        if noisy:  # another process took CPU during this pair: drop both sides, measure again
+            dropped += 1
+            continue
+        ours.append(pair["ours"])
+        theirs.append(pair["theirs"])
+    if not ours:
+        raise RuntimeError(f"every round was disturbed by other processes (> {noise_pct}% of a core); rerun on a quiet machine")
     ratio = statistics.median(ours) / statistics.median(theirs)
     paired = [a / b for a, b in zip(ours, theirs)]
     return {
@@ -173,6 +192,7 @@ def measure_cell(model: Any, engine: str, precision: str, batch: int, seconds: f
         "effstack_median": statistics.median(ours), "direct_median": statistics.median(theirs),
         "effstack_rounds": ours, "direct_rounds": theirs, "ratio": ratio,
         "paired_ratio_min": min(paired), "paired_ratio_max": max(paired),
+        "rounds_dropped_noisy": dropped,
         "executed_precision": executed, "settings": settings, "status": "ok",
     }
 
@@ -186,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=8, help="rounds per side, alternating which goes first")
     p.add_argument("--pause", type=float, default=0.5, help="idle seconds before each timed side")
     p.add_argument("--threshold", type=float, default=0.97)
+    p.add_argument("--noise", type=float, default=10.0,
+                   help="drop a round pair when other processes took more than this %% of one core")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)
 
@@ -195,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         engine, _, precision = cell.partition(":")
         for batch in (int(b) for b in args.batch.split(",")):
             try:
-                row = measure_cell(model, engine, precision, batch, args.seconds, args.rounds, args.pause)
+                row = measure_cell(model, engine, precision, batch, args.seconds, args.rounds, args.pause, args.noise)
             except Exception as exc:  # one broken cell costs one row
                 row = {"engine": engine, "precision": precision, "batch": batch, "status": "error",
                        "error": one_line(exc)}
@@ -203,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             if row["status"] == "ok":
                 print(f"{engine:12s} {precision:5s} b{batch:<3d} effstack {row['effstack_median']:9.1f}/s  "
                       f"direct {row['direct_median']:9.1f}/s  ratio {row['ratio']:.3f} "
-                      f"(paired {row['paired_ratio_min']:.3f}-{row['paired_ratio_max']:.3f})", flush=True)
+                      f"(paired {row['paired_ratio_min']:.3f}-{row['paired_ratio_max']:.3f}, "
+                      f"{len(row['effstack_rounds'])} rounds, {row['rounds_dropped_noisy']} dropped as noisy)", flush=True)
             else:
                 print(f"{engine:12s} {precision:5s} b{batch:<3d} ERROR {row['error']}", flush=True)
     ok = [r for r in rows if r["status"] == "ok"]

@@ -113,3 +113,16 @@ def test_input_spec_validation():
     spec = InputSpec(shape=(3, 4, 4), mean=[0.5, 0.5, 0.5], std=(1, 1, 1))
     assert InputSpec.from_dict(spec.to_dict()) == spec
     assert ModelSpec.from_dict(ModelSpec("resnet50", input=spec).to_dict()).input == spec
+
+
+def test_pickled_module_needs_trust(tmp_path):
+    src = tiny_cnn()
+    path = tmp_path / "whole.pt"
+    torch.save(src, path)
+    spec = ModelSpec(str(path), input=InputSpec(shape=(3, 32, 32)))
+    with pytest.raises(ArtifactError, match="--trust-pickle") as info:
+        load_model(spec)
+    assert "\n" not in str(info.value)
+    m = load_model(ModelSpec(str(path), input=InputSpec(shape=(3, 32, 32)), options={"trust_pickle": True}))
+    x = m.input.example(2)
+    np.testing.assert_allclose(_eager(m.module, x), _eager(src, x), rtol=1e-6, atol=1e-6)

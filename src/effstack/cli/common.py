@@ -70,10 +70,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="architecture of a state-dict checkpoint, e.g. resnet50")
     p.add_argument("--num-classes", type=int, help="number of classes of the model's head")
     p.add_argument("--input-shape", type=shape, help="per-sample input shape, e.g. 3,224,224")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a checkpoint that holds a pickled module (loading it runs code from the file)")
 
 
 def model_spec_from_args(args: argparse.Namespace):
     from ..models.spec import InputSpec, ModelSpec
 
     inp = InputSpec(shape=args.input_shape) if args.input_shape else None
-    return ModelSpec(args.model, weights=args.weights, arch=args.arch, num_classes=args.num_classes, input=inp)
+    options = {"trust_pickle": True} if args.trust_pickle else {}
+    return ModelSpec(args.model, weights=args.weights, arch=args.arch, num_classes=args.num_classes, input=inp,
+                     options=options)

@@ -114,7 +114,7 @@ def _load_factory(spec: ModelSpec) -> LoadedModel:
         raise UnknownModelError(
             f"cannot import model factory {spec.source!r} ({exc}); give 'package.module:function'"
         ) from None
-    kwargs = dict(spec.options)
+    kwargs = {k: v for k, v in spec.options.items() if k != "trust_pickle"}
     if spec.num_classes:
         kwargs["num_classes"] = spec.num_classes
     module = factory(**kwargs)
@@ -138,7 +138,7 @@ def _load_torch_file(spec: ModelSpec, path: Path) -> LoadedModel:
         except Exception as exc:  # torch raises RuntimeError for a broken archive
             raise ArtifactError(f"cannot read TorchScript file {str(path)!r}: {_short(exc)}") from None
     else:
-        obj = _torch_load(path, weights_only=False)
+        obj = _load_checkpoint(path, trusted=bool(spec.options.get("trust_pickle")))
         if isinstance(obj, torch.nn.Module):
             module = obj
         else:
@@ -177,6 +177,31 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=weights_only)
     except Exception as exc:
         raise ArtifactError(f"cannot read {str(path)!r} as a PyTorch file: {_short(exc)}") from None
+
+
+def _load_checkpoint(path: Path, trusted: bool) -> Any:
+    """Read a checkpoint with ``weights_only=True``; a pickled module (code) only when the user trusts it.
+
+    Unpickling arbitrary objects runs code from the file, so, like torch.load since 2.6, effstack refuses
+    it unless asked (``ModelSpec(options={"trust_pickle": True})`` or ``--trust-pickle``).
+    """
+    import pickle
+
+    import torch
+
+    if not path.is_file():
+        raise ArtifactError(f"weights file {str(path)!r} does not exist; check the path")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not trusted:
+            raise ArtifactError(
+                f"{str(path)!r} holds pickled Python objects, not just weights; loading it runs code from the file: "
+                "pass --trust-pickle if you trust it, or save a state dict and pass --arch"
+            ) from None
+    except Exception as exc:
+        raise ArtifactError(f"cannot read {str(path)!r} as a PyTorch file: {_short(exc)}") from None
+    return _torch_load(path, weights_only=False)
 
 
 def _load_state_dict(module: Any, path: Path) -> None:
