@@ -1,0 +1,405 @@
+"""Issue 6's serving acceptance measurements, each section bounded in time, all results in one JSON file.
+
+Sections (``--only`` picks some):
+
+* ``overhead``: the null engine behind ``effstack serve`` against a bare echo endpoint on the same HTTP stack
+  (Starlette + uvicorn, same request and response bytes), low open-loop load, alternating rounds; p50 ratio.
+* ``capacity``: ``effstack serve MODEL --latency-budget B`` — the highest Poisson rate whose p99 meets the
+  budget (``loadtest --find-max``), as a fraction of the offline throughput of the same engine, precision
+  and batch (the batch cap the server derived from its curve).
+* ``litserve``: LitServe with its own batching serving the same exported ONNX model with onnxruntime, and
+  effstack serving that model with onnxruntime, each searched for its highest rate within the budget.
+* ``overload``: 3x the sustainable rate: 503s and how fast they come, admitted requests' p99, server memory.
+
+Servers run as separate processes on 127.0.0.1; the load generator is this process.
+
+    python benchmarks/serving.py --only overhead --duration 3 --json results/serving.json
+    python benchmarks/serving.py --model resnet50 --engine openvino --precision int8 --budget-ms 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from effstack.report.jsonio import atomic_write_text
+from effstack.serve.loadtest import Target, find_max, http_request, prepare, run_load
+from effstack.serve.server import free_port
+
+HOST = "127.0.0.1"
+CLIENT_MAX_QPS = 2000.0  # where --find-max starts at most: one Python client process cannot send much more
+LOGS = Path(tempfile.mkdtemp(prefix="effstack-serving-"))
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def start(argv: list[str], ready_url: str, name: str, timeout_s: float = 600) -> subprocess.Popen:
+    """Start a server process (output to a log file) and wait until ``ready_url`` answers 200."""
+    with open(LOGS / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+        # a session of its own: LitServe forks workers, and stop() must end the whole group it started
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with {proc.returncode}; see {LOGS / (name + '.log')}")
+        try:
+            with urllib.request.urlopen(ready_url, timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.2)
+    stop(proc)
+    raise SystemExit(f"{name} was not ready within {timeout_s:.0f} s; see {LOGS / (name + '.log')}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End the server and every process it started (its own process group, created by :func:`start`)."""
+    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+            os.killpg(proc.pid, 0)  # raises once the whole group is gone
+            time.sleep(0.5)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            continue
+
+
+def effstack_server(args: argparse.Namespace, port: int, *extra: str, engine: str | None = None,
+                    precision: str | None = None) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "effstack", "serve", args.model, "--port", str(port), "--host", HOST,
+            "--engine", engine or args.engine, "--precision", precision or args.precision,
+            "--max-batch", str(args.max_batch), *extra]
+    return start(argv, f"http://{HOST}:{port}/v2/health/ready", f"effstack-{port}")
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def run(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+# --- the bare echo endpoint (a child process) -------------------------------------------------------
+
+
+def echo_main(port: int, response_file: str) -> None:
+    """Serve POST /v2/models/{name}/infer: read the body, answer the canned response. Same stack as effstack."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    canned = json.loads(Path(response_file).read_text())
+    body, headers = bytes.fromhex(canned["body"]), canned["headers"]
+
+    async def infer(request: Request) -> Response:
+        await request.body()
+        return Response(body, 200, headers, canned["content_type"])
+
+    async def ready(request: Request) -> Response:
+        return Response(b'{"ready":true}', 200, None, "application/json")
+
+    app = Starlette(routes=[Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+                            Route("/v2/health/ready", ready, methods=["GET"])])
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False)
+
+
+def canned_response(target: Target) -> dict[str, Any]:
+    from effstack.serve.loadtest import _Pool
+
+    async def one() -> tuple[int, dict, bytes]:
+        pool = _Pool(target.host, target.port, 1)
+        try:
+            return await pool.send(target.request)
+        finally:
+            pool.close()
+
+    status, headers, body = run(one())
+    assert status == 200, status
+    keep = {k: v for k, v in headers.items() if k == "inference-header-content-length"}
+    return {"body": body.hex(), "headers": keep, "content_type": headers.get("content-type", "application/json")}
+
+
+# --- sections --------------------------------------------------------------------------------------
+
+
+def overhead(args: argparse.Namespace) -> dict[str, Any]:
+    """Null engine vs bare echo: p50 at low load, alternating rounds."""
+    port_null, port_echo = free_port(), free_port()
+    null = effstack_server(args, port_null, engine="null", precision="fp32")
+    echo = None
+    try:
+        target = run(prepare(f"http://{HOST}:{port_null}", batch=1))
+        canned = LOGS / "canned.json"
+        canned.write_text(json.dumps(canned_response(target)))
+        echo = start([sys.executable, __file__, "--_echo", str(port_echo), str(canned)],
+                     f"http://{HOST}:{port_echo}/v2/health/ready", "echo")
+        echo_target = Target(HOST, port_echo, target.model, 1, target.request)
+        rounds: dict[str, list[dict]] = {"effstack_null": [], "echo": []}
+        for i in range(args.rounds):
+            for name, t in (("effstack_null", target), ("echo", echo_target)):
+                r = run(run_load(t, args.low_rate, args.duration, seed=i, max_queries=args.max_queries))
+                rounds[name].append(r.to_dict())
+                print(f"  overhead round {i} {name:14s} p50 {r.latency.p50_ms:.3f} ms  p99 {r.latency.p99_ms:.3f} ms"
+                      f"  errors {r.errors}", flush=True)
+        p50 = {k: statistics.median(r["latency"]["p50_ms"] for r in v) for k, v in rounds.items()}
+        ratio = p50["effstack_null"] / p50["echo"]
+        print(f"overhead: p50 null engine {p50['effstack_null']:.3f} ms vs echo {p50['echo']:.3f} ms -> "
+              f"{ratio:.2f}x (goal <= 1.3x)", flush=True)
+        return {"rate_qps": args.low_rate, "request_bytes": len(target.request), "p50_ms": p50, "ratio": ratio,
+                "pass": ratio <= 1.3, "rounds": rounds}
+    finally:
+        stop(null)
+        if echo:
+            stop(echo)
+
+
+def offline_throughput(args: argparse.Namespace, engine: str, precision: str, batch: int) -> float:
+    from effstack.bench.scenarios import offline
+    from effstack.engines import SessionOptions, get_engine
+    from effstack.models import load_model
+
+    model = load_model(args.model)
+    with get_engine(engine).load(model, SessionOptions(precision=precision, batch=batch)) as session:
+        r = offline(session, model.input.example(batch), duration_s=args.duration, repeats=3)
+    return r.throughput.median
+
+
+def _step(label: str, r: Any, ok: bool) -> None:
+    p99 = f"{r.latency.p99_ms:.1f} ms" if r.latency else "-"
+    print(f"  {label}: {r.target_qps:.1f}/s p99 {p99} errors {r.errors} {'pass' if ok else 'fail'}", flush=True)
+
+
+def capacity(args: argparse.Namespace, engine: str | None = None, precision: str | None = None,
+             label: str = "capacity") -> dict[str, Any]:
+    engine, precision = engine or args.engine, precision or args.precision
+    port = free_port()
+    server = effstack_server(args, port, "--latency-budget", f"{args.budget_ms}ms", engine=engine,
+                             precision=precision)
+    try:
+        config = get_json(f"http://{HOST}:{port}/v2/models/{_name(args)}/config")
+        info = json.loads(config["parameters"]["effstack"]["string_value"])
+        cap = int(info["batch_cap"])
+        offline_sps = offline_throughput(args, engine, precision, cap)  # the server is idle meanwhile
+        target = run(prepare(f"http://{HOST}:{port}", batch=1))
+        start_qps = min(CLIENT_MAX_QPS, max(1.0, 0.5 * offline_sps))
+        best, steps = run(find_max(target, args.budget_ms, start_qps, args.duration,
+                                   max_steps=args.max_steps, max_queries=args.max_queries,
+                                   on_step=lambda r, ok: _step(label, r, ok)))
+        fraction = (best or 0.0) / offline_sps
+        print(f"{label}: {engine}/{precision} batch cap {cap}: highest rate {best or 0:.1f}/s within p99 "
+              f"{args.budget_ms} ms; offline {offline_sps:.1f}/s -> {fraction:.2f}x (goal >= 0.8x)", flush=True)
+        return {"engine": engine, "precision": precision, "batch_cap": cap, "curve_ms": info["latency_curve_ms"],
+                "offline_samples_per_s": offline_sps, "max_rate_qps": best, "fraction": fraction,
+                "pass": fraction >= 0.8, "steps": [s.to_dict() for s in steps]}
+    finally:
+        stop(server)
+
+
+def _name(args: argparse.Namespace) -> str:
+    from effstack.serve.repository import resolve_target
+
+    return next(iter(resolve_target(args.model, {})))
+
+
+def litserve_main(port: int, onnx_path: str, max_batch: int, batch_timeout: float) -> None:
+    """LitServe + onnxruntime on the exported model, with LitServe's own batching (a child process)."""
+    import litserve as ls
+
+    api = OnnxAPI(onnx_path, max_batch_size=max_batch, batch_timeout=batch_timeout)
+    ls.LitServer(api, accelerator="cpu", devices=1).run(host=HOST, port=port, generate_client_file=False,
+                                                         log_level="warning")
+
+
+try:  # LitServe's workers are spawned processes: the API class must live at module level to be pickled
+    import litserve as _ls
+except ImportError:  # pragma: no cover - the litserve section then reports itself skipped
+    _ls = None
+
+if _ls is not None:
+
+    class OnnxAPI(_ls.LitAPI):
+        """onnxruntime behind LitServe: base64 float32 in, base64 float32 out, batched by LitServe."""
+
+        def __init__(self, onnx_path: str, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.onnx_path = onnx_path
+
+        def setup(self, device: Any) -> None:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = len(os.sched_getaffinity(0))
+            self.sess = ort.InferenceSession(self.onnx_path, so, providers=["CPUExecutionProvider"])
+            self.inp = self.sess.get_inputs()[0]
+            self.shape = list(self.inp.shape[1:])
+
+        def decode_request(self, request: Any) -> Any:
+            import base64
+
+            import numpy as np
+
+            return np.frombuffer(base64.b64decode(request["x"]), np.float32).reshape(self.shape)
+
+        def batch(self, inputs: Any) -> Any:
+            import numpy as np
+
+            return np.stack(inputs)
+
+        def predict(self, x: Any) -> Any:
+            return self.sess.run(None, {self.inp.name: x})[0]
+
+        def unbatch(self, output: Any) -> Any:
+            return list(output)
+
+        def encode_response(self, output: Any) -> Any:
+            import base64
+
+            import numpy as np
+
+            return {"y": base64.b64encode(np.ascontiguousarray(output).tobytes()).decode()}
+
+
+def litserve(args: argparse.Namespace, effstack_result: dict[str, Any] | None) -> dict[str, Any]:
+    import base64
+
+    if _ls is None:
+        return {"skipped": "litserve is not installed (pip install litserve)"}
+    from effstack.export.onnx import export_onnx
+    from effstack.models import load_model
+
+    model = load_model(args.model)
+    onnx = export_onnx(model)
+    ours = capacity(args, engine="onnxruntime", precision="fp32", label="effstack-ort")
+    port = free_port()
+    cap = ours["batch_cap"]
+    server = start([sys.executable, __file__, "--_litserve", str(port), str(onnx), str(cap),
+                    str(args.litserve_timeout_ms / 1e3)], f"http://{HOST}:{port}/health", "litserve")
+    try:
+        x = model.input.example(1)[0]
+        body = json.dumps({"x": base64.b64encode(x.tobytes()).decode()}).encode()
+        target = Target(HOST, port, "litserve", 1, http_request("POST", HOST, port, "/predict", body,
+                                                                {"Content-Type": "application/json"}))
+        start_qps = min(CLIENT_MAX_QPS, max(1.0, 0.5 * ours["offline_samples_per_s"]))
+        best, steps = run(find_max(target, args.budget_ms, start_qps, args.duration, max_steps=args.max_steps,
+                                   max_queries=args.max_queries))
+        mine = ours["max_rate_qps"]
+        ratio = mine / best if mine and best else (float("inf") if mine else None)
+        print(f"litserve: highest rate {best or 0:.1f}/s within p99 {args.budget_ms} ms; effstack (same ONNX, "
+              f"onnxruntime) {mine or 0:.1f}/s -> {ratio if ratio is None else round(ratio, 2)}x (goal >= 1.5x)",
+              flush=True)
+        return {"effstack": ours, "litserve_max_rate_qps": best, "ratio": ratio, "pass": bool(ratio and ratio >= 1.5),
+                "litserve_batch_timeout_ms": args.litserve_timeout_ms, "steps": [s.to_dict() for s in steps]}
+    finally:
+        stop(server)
+
+
+def overload(args: argparse.Namespace, sustainable_qps: float | None) -> dict[str, Any]:
+    import psutil
+
+    if not sustainable_qps:
+        return {"skipped": "no sustainable rate (run capacity first or pass --sustainable-qps)"}
+    port = free_port()
+    server = effstack_server(args, port, "--latency-budget", f"{args.budget_ms}ms")
+    rss: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        p = psutil.Process(server.pid)
+        while not done.wait(0.5):
+            try:
+                rss.append(p.memory_info().rss)
+            except psutil.Error:
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        target = run(prepare(f"http://{HOST}:{port}", batch=1))
+        sampler.start()
+        r = run(run_load(target, 3 * sustainable_qps, args.overload_s, max_queries=args.max_queries * 10))
+        alive = server.poll() is None and get_json(f"http://{HOST}:{port}/v2/health/ready")["ready"]
+    finally:
+        done.set()
+        stop(server)
+    admitted_p99 = r.latency.p99_ms if r.latency else None
+    fast_503 = r.error_latency.p99_ms if r.error_latency else None
+    print(f"overload at {3 * sustainable_qps:.1f}/s for {args.overload_s:.0f} s: ok {r.ok}, errors {r.errors}, "
+          f"admitted p99 {admitted_p99} ms (goal <= {1.2 * args.budget_ms:g}), error replies p99 {fast_503} ms "
+          f"(goal <= 5), RSS {min(rss or [0]) / 2**20:.0f}..{max(rss or [0]) / 2**20:.0f} MiB, alive {alive}",
+          flush=True)
+    return {"rate_qps": 3 * sustainable_qps, "result": r.to_dict(), "alive": alive, "rss_bytes": rss,
+            "pass": bool(alive and admitted_p99 is not None and admitted_p99 <= 1.2 * args.budget_ms
+                         and fast_503 is not None and fast_503 <= 5.0)}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--_echo":
+        echo_main(int(sys.argv[2]), sys.argv[3])
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--_litserve":
+        litserve_main(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="overhead,capacity,litserve,overload", help="sections, comma-separated")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--engine", default="openvino")
+    p.add_argument("--precision", default="int8")
+    p.add_argument("--budget-ms", type=float, default=50.0)
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per load step")
+    p.add_argument("--rounds", type=int, default=3, help="overhead: alternating rounds per side")
+    p.add_argument("--low-rate", type=float, default=50.0, help="overhead: queries/s")
+    p.add_argument("--max-steps", type=int, default=7, help="find-max steps per server")
+    p.add_argument("--max-queries", type=int, default=20_000, help="requests per step at most")
+    p.add_argument("--overload-s", type=float, default=60.0)
+    p.add_argument("--sustainable-qps", type=float, help="overload: skip capacity and use this rate")
+    p.add_argument("--litserve-timeout-ms", type=float, default=5.0, help="LitServe's batch_timeout")
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args()
+    sections = set(args.only.split(","))
+    results: dict[str, Any] = {"args": vars(args), "logs": str(LOGS)}
+    if "overhead" in sections:
+        results["overhead"] = overhead(args)
+    if "capacity" in sections:
+        results["capacity"] = capacity(args)
+    if "litserve" in sections:
+        results["litserve"] = litserve(args, results.get("capacity"))
+    if "overload" in sections:
+        cap = results.get("capacity", {})
+        results["overload"] = overload(args, args.sustainable_qps or cap.get("max_rate_qps"))
+    if args.json:
+        from effstack.hardware import library_versions, machine_info
+
+        results.update(machine=machine_info(), versions=library_versions())
+        atomic_write_text(args.json, json.dumps(results, indent=1, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

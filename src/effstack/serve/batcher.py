@@ -1,0 +1,399 @@
+"""The dynamic batcher's pure core: policy, queue and the scheduling decision.
+
+The core never looks at a clock, a thread or a socket. :func:`decide` takes the queue (in service
+order), the time ``now`` and a :class:`BatchingPolicy`, and says which requests to launch as one
+batch, which to drop because their deadline passed, and when to look again. :class:`BatchQueue`
+holds the waiting requests (one FIFO per priority level) and enforces the bounded capacity.
+:class:`effstack.serve.workers.Batcher` (the asyncio shell) calls :func:`decide` whenever something
+changes — an arrival, a finished batch, a timer — and runs each launched batch on an idle instance.
+
+Launch rules, for the batch formed from the head of the queue (at most ``batch_cap`` samples, stopping
+at the first request that does not fit, so order is kept):
+
+* the batch is full (or the next request cannot join it): launch now;
+* fixed-delay mode (no budget): launch once the oldest request in it has waited ``max_queue_delay_s``
+  (0, the default, launches at once: batches then form only from what queues while instances are busy);
+* latency-budget mode: with ``L(b)`` the measured p99 compute time of a batch of ``b`` (interpolated),
+  launch once waiting longer could make the oldest request miss the budget even if the batch then
+  grew to ``batch_cap``: at ``oldest.arrival + usable_budget - L(batch_cap)``. ``batch_cap`` is the
+  largest batch with ``2 L(b) <= usable_budget`` (a request arriving just after a launch waits for that
+  batch and then runs in the next), and admission stops at the queue depth the instances can clear
+  within the budget, so overload turns into fast 503s instead of a queue nobody can wait for;
+* a request's own deadline also bounds the wait: launch by ``deadline - L(batch_cap)``.
+
+Requests past their deadline are dropped when reached, never computed.
+
+>>> p = BatchingPolicy(max_batch=4)
+>>> q = [Pending(id=i, n=1, arrival=0.0) for i in range(6)]
+>>> [r.id for r in decide(q, now=0.0, policy=p).launch]
+[0, 1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ConfigError, InputError
+from .errors import NotAccepting, QueueFull, RequestTimeout
+
+__all__ = [
+    "BatchQueue",
+    "BatchingPolicy",
+    "Decision",
+    "NotAccepting",
+    "Pending",
+    "QueueFull",
+    "RequestTimeout",
+    "decide",
+    "expired_head",
+    "interpolate",
+]
+
+
+TOLERANCE_S = 1e-6  # timers fire up to a clock tick early, and float sums are not exact: launch within this
+
+
+def interpolate(curve: Mapping[int, float], batch: float) -> float:
+    """Latency of ``batch`` from a measured ``{batch: seconds}`` curve, linear between points.
+
+    Below the smallest measured batch the smallest point's latency is used; beyond the largest, the
+    line through the last two points is extended (one point: proportional to the batch).
+
+    Raises:
+        ConfigError: the curve is empty.
+
+    Example:
+        >>> interpolate({1: 0.010, 4: 0.025}, 2)
+        0.015
+    """
+    if not curve:
+        raise ConfigError("the latency curve is empty; measure at least one batch size")
+    xs = sorted(curve)
+    ys = [float(curve[x]) for x in xs]
+    if batch <= xs[0]:
+        return ys[0]
+    if batch >= xs[-1]:
+        if len(xs) == 1:
+            return ys[0] * batch / xs[0]
+        slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        return ys[-1] + max(slope, 0.0) * (batch - xs[-1])
+    i = bisect_left(xs, batch)
+    if xs[i] == batch:
+        return ys[i]
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return round(y0 + (y1 - y0) * (batch - x0) / (x1 - x0), 12)
+
+
+@dataclass(frozen=True)
+class BatchingPolicy:
+    """How the batcher forms batches.
+
+    max_batch: the largest batch, counted in samples (a request may carry several).
+    max_queue_delay_s: how long the oldest request may wait for the batch to fill (None: 0 without a
+        budget; with a budget, only the budget limits the wait).
+    latency_budget_s: the p99 latency target; enables latency-budget mode (needs ``latency_curve``).
+    latency_curve: measured p99 compute seconds per batch size, ``{1: 0.004, 8: 0.020, ...}``; predictions
+        use its running maximum, so a noisy point cannot make a larger batch look cheaper.
+    queue_capacity: samples that may wait (not yet launched); beyond it requests are refused (503).
+    instances: engine sessions working in parallel (used to size the budget-mode queue).
+    budget_slack: fraction of the budget kept back for HTTP, parsing and scheduling jitter.
+    priority_levels: request priorities are 1 (most urgent) .. ``priority_levels``; 0 means the default.
+    default_priority: the level of requests that give no priority (default: the lowest).
+
+    Raises:
+        ConfigError: a value out of range, or a budget without a curve.
+    """
+
+    max_batch: int = 8
+    max_queue_delay_s: float | None = None
+    latency_budget_s: float | None = None
+    latency_curve: Mapping[int, float] | None = None
+    queue_capacity: int = 256
+    instances: int = 1
+    budget_slack: float = 0.1
+    priority_levels: int = 1
+    default_priority: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ConfigError(f"max batch must be at least 1, got {self.max_batch}")
+        if self.max_queue_delay_s is not None and self.max_queue_delay_s < 0:
+            raise ConfigError(f"max queue delay must be >= 0, got {self.max_queue_delay_s}")
+        if self.latency_budget_s is not None:
+            if not self.latency_budget_s > 0:
+                raise ConfigError(f"latency budget must be positive, got {self.latency_budget_s}")
+            if not self.latency_curve:
+                raise ConfigError("latency-budget mode needs the latency-per-batch curve; measure it at load")
+        if self.latency_curve is not None:
+            curve = {int(b): float(s) for b, s in self.latency_curve.items()}
+            if any(b < 1 or not s >= 0 for b, s in curve.items()):
+                raise ConfigError(f"latency curve must map batch >= 1 to seconds >= 0, got {curve}")
+            object.__setattr__(self, "latency_curve", curve)
+            # a bigger batch never takes less time: smooth measurement noise with a running maximum
+            envelope, worst = {}, 0.0
+            for b in sorted(curve):
+                worst = max(worst, curve[b])
+                envelope[b] = worst
+            object.__setattr__(self, "_envelope", envelope)
+        if self.queue_capacity < 1:
+            raise ConfigError(f"queue capacity must be at least 1 sample, got {self.queue_capacity}")
+        if self.instances < 1:
+            raise ConfigError(f"instances must be at least 1, got {self.instances}")
+        if not 0 <= self.budget_slack < 1:
+            raise ConfigError(f"budget slack must be within [0, 1), got {self.budget_slack}")
+        if self.priority_levels < 1:
+            raise ConfigError(f"priority levels must be at least 1, got {self.priority_levels}")
+        default = self.priority_levels if self.default_priority is None else self.default_priority
+        if not 1 <= default <= self.priority_levels:
+            raise ConfigError(f"default priority must be within 1..{self.priority_levels}, got {default}")
+        object.__setattr__(self, "default_priority", default)
+        # derived once: the effective batch cap and the admission limit (plain attributes, frozen)
+        object.__setattr__(self, "_cap", self._compute_cap())
+        object.__setattr__(self, "_limit", self._compute_limit())
+
+    # --- derived quantities ---------------------------------------------------------------------
+
+    @property
+    def usable_budget_s(self) -> float | None:
+        return None if self.latency_budget_s is None else self.latency_budget_s * (1 - self.budget_slack)
+
+    def latency(self, batch: float) -> float:
+        """Predicted p99 compute seconds of a batch (0 without a curve), from the curve's rising envelope."""
+        return interpolate(self._envelope, batch) if self.latency_curve else 0.0  # type: ignore[attr-defined]
+
+    @property
+    def batch_cap(self) -> int:
+        """The largest batch the batcher forms (``max_batch``, or less where the budget demands)."""
+        return self._cap  # type: ignore[attr-defined]
+
+    @property
+    def admission_limit(self) -> int:
+        """Samples that may wait before new requests are refused."""
+        return self._limit  # type: ignore[attr-defined]
+
+    def _compute_cap(self) -> int:
+        usable = self.usable_budget_s
+        if usable is None:
+            return self.max_batch
+        fitting = [b for b in range(1, self.max_batch + 1) if 2 * self.latency(b) <= usable]
+        return fitting[-1] if fitting else 1
+
+    def _compute_limit(self) -> int:
+        usable = self.usable_budget_s
+        if usable is None:
+            return self.queue_capacity
+        cap = self._compute_cap()
+        per_batch = max(self.latency(cap), 1e-9)
+        # a request admitted behind Q samples waits ~Q / rate, plus the batch in flight, plus its own:
+        # Q / (instances * cap / L) + 2 L <= usable
+        depth = math.floor((usable - 2 * per_batch) * self.instances * cap / per_batch)
+        return max(cap, min(self.queue_capacity, depth))
+
+    def level(self, priority: int | None) -> int:
+        """The queue level of a request priority (0/None: the default).
+
+        Raises:
+            InputError: a priority outside 0..``priority_levels``.
+        """
+        if not priority:
+            return self.default_priority  # type: ignore[return-value]
+        if not 1 <= priority <= self.priority_levels:
+            raise InputError(
+                f"priority must be within 1..{self.priority_levels} (1 is the most urgent) or 0 for the default, "
+                f"got {priority}"
+            )
+        return int(priority)
+
+    def throughput(self) -> float | None:
+        """Samples/s at ``batch_cap`` over all instances, from the curve (None without one)."""
+        if not self.latency_curve:
+            return None
+        return self.instances * self.batch_cap / max(self.latency(self.batch_cap), 1e-9)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        if self.latency_curve is not None:
+            d["latency_curve"] = {str(b): s for b, s in sorted(self.latency_curve.items())}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BatchingPolicy:
+        d = dict(d)
+        if d.get("latency_curve") is not None:
+            d["latency_curve"] = {int(b): float(s) for b, s in d["latency_curve"].items()}
+        return cls(**d)
+
+
+@dataclass(eq=False)
+class Pending:
+    """One request waiting in the queue. ``payload``/``future`` belong to the shell; the core ignores them."""
+
+    id: int
+    n: int
+    arrival: float
+    deadline: float | None = None
+    level: int = 1
+    payload: Any = field(default=None, repr=False)
+    future: Any = field(default=None, repr=False)
+    cancelled: bool = False
+    launched: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now: launch these requests as one batch, drop these, look again at ``wake_at``."""
+
+    launch: tuple[Pending, ...] = ()
+    expired: tuple[Pending, ...] = ()
+    wake_at: float | None = None
+
+    @property
+    def samples(self) -> int:
+        return sum(p.n for p in self.launch)
+
+
+def decide(queue: Iterable[Pending], now: float, policy: BatchingPolicy) -> Decision:
+    """The scheduling decision: a pure function of the queue (in service order), the time and the policy.
+
+    Walks the queue from its head: cancelled requests and those past their deadline go to ``expired``;
+    live ones join the batch until it holds ``batch_cap`` samples or the next one does not fit (a lone
+    request larger than the cap is launched alone). Then applies the launch rules of the module
+    docstring. ``wake_at`` is the time the batch must be launched if nothing else happens first
+    (None when the queue holds nothing live).
+
+    Example:
+        >>> p = BatchingPolicy(max_batch=8, max_queue_delay_s=0.010)
+        >>> d = decide([Pending(id=0, n=2, arrival=1.0)], now=1.004, policy=p)
+        >>> (d.launch, d.wake_at)
+        ((), 1.01)
+    """
+    cap = policy.batch_cap
+    expired: list[Pending] = []
+    batch: list[Pending] = []
+    samples = 0
+    full = False
+    for p in queue:
+        if p.cancelled or (p.deadline is not None and p.deadline <= now):
+            expired.append(p)
+            continue
+        if batch and samples + p.n > cap:
+            full = True
+            break
+        batch.append(p)
+        samples += p.n
+        if samples >= cap:
+            full = True
+            break
+    if not batch:
+        return Decision(expired=tuple(expired))
+    if full:
+        return Decision(launch=tuple(batch), expired=tuple(expired))
+    launch_at = _launch_time(batch, policy)
+    if now + TOLERANCE_S >= launch_at:
+        return Decision(launch=tuple(batch), expired=tuple(expired))
+    return Decision(expired=tuple(expired), wake_at=launch_at)
+
+
+def _launch_time(batch: Sequence[Pending], policy: BatchingPolicy) -> float:
+    oldest = min(p.arrival for p in batch)
+    usable = policy.usable_budget_s
+    delay = policy.max_queue_delay_s
+    if usable is None:
+        t = oldest + (delay or 0.0)
+    else:
+        t = oldest + usable - policy.latency(policy.batch_cap)
+        if delay is not None:
+            t = min(t, oldest + delay)
+    deadlines = [p.deadline for p in batch if p.deadline is not None]
+    if deadlines:
+        t = min(t, min(deadlines) - policy.latency(policy.batch_cap))
+    return t
+
+
+class BatchQueue:
+    """Waiting requests, one FIFO per priority level, bounded in samples. No clocks, no threads.
+
+    Example:
+        >>> q = BatchQueue(BatchingPolicy(max_batch=4, queue_capacity=4))
+        >>> q.admit(Pending(id=0, n=3, arrival=0.0)); q.samples
+        3
+    """
+
+    def __init__(self, policy: BatchingPolicy):
+        self.policy = policy
+        self._levels: list[deque[Pending]] = [deque() for _ in range(policy.priority_levels)]
+        self.samples = 0
+
+    def __iter__(self) -> Iterator[Pending]:
+        for level in self._levels:
+            yield from level
+
+    def __len__(self) -> int:
+        return sum(len(level) for level in self._levels)
+
+    def full(self) -> bool:
+        return self.samples >= self.policy.admission_limit
+
+    def admit(self, p: Pending) -> None:
+        """Queue ``p`` or refuse it.
+
+        Raises:
+            InputError: ``p`` carries more samples than ``max_batch`` or none.
+            QueueFull: admitting it would pass the admission limit.
+        """
+        if not 1 <= p.n <= self.policy.max_batch:
+            raise InputError(f"a request must carry 1..{self.policy.max_batch} samples (the max batch), got {p.n}")
+        limit = self.policy.admission_limit
+        if self.samples + p.n > limit and self.samples > 0:
+            raise QueueFull(
+                f"the server is overloaded: {self.samples} samples already queued (limit {limit}); retry later",
+                retry_after_s=self.retry_after_s(),
+            )
+        self._levels[p.level - 1].append(p)
+        self.samples += p.n
+
+    def retry_after_s(self) -> float:
+        """About how long the queue takes to clear, from the curve (1 s when unknown)."""
+        rate = self.policy.throughput()
+        return max(1.0, self.samples / rate) if rate else 1.0
+
+    def cancel(self, p: Pending) -> None:
+        """Mark a waiting request cancelled (its client gave up); it stops counting against capacity."""
+        if not p.cancelled and not p.launched:
+            p.cancelled = True
+            self.samples -= p.n
+
+    def apply(self, decision: Decision) -> None:
+        """Remove the decision's launched and expired requests from the queue."""
+        gone = set(map(id, decision.launch + decision.expired))
+        if not gone:
+            return
+        for p in decision.expired:
+            if not p.cancelled:
+                self.samples -= p.n
+            p.cancelled = True
+        for p in decision.launch:
+            p.launched = True
+            self.samples -= p.n
+        for i, level in enumerate(self._levels):
+            # decisions take from the head: pop the prefix, rebuild only when an item further back left
+            while level and id(level[0]) in gone:
+                gone.discard(id(level.popleft()))
+            if gone and any(id(p) in gone for p in level):
+                self._levels[i] = deque(p for p in level if id(p) not in gone)
+
+
+def expired_head(queue: Iterable[Pending], now: float) -> Decision:
+    """The decision while every instance is busy: nothing launches; the expired head of the queue is dropped."""
+    expired = []
+    for p in queue:
+        if p.cancelled or (p.deadline is not None and p.deadline <= now):
+            expired.append(p)
+        else:
+            break
+    return Decision(expired=tuple(expired))

@@ -1,0 +1,221 @@
+"""ServingConfig: how one model is served — engine, batching, instances, limits — as a dataclass a bundle can carry.
+
+Precedence is flag > file > default: :meth:`ServingConfig.merged` lays explicitly given values over a
+config read from a file (``serving.json``), whose values lie over the dataclass defaults.
+
+>>> c = ServingConfig(model="effstack.testing:tiny_mlp", engine="null", max_batch=4)
+>>> ServingConfig.from_dict(c.to_dict()) == c
+True
+>>> c.merged({"max_batch": 16}).max_batch
+16
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..engines.base import PRECISIONS, available_cores
+from ..errors import ArtifactError, ConfigError
+from ..models.spec import ModelSpec
+from .batcher import BatchingPolicy
+
+__all__ = ["RELOADABLE", "ServingConfig", "parse_duration_ms"]
+
+# settings a client may change through POST /v2/repository/models/{name}/load (never what code or files run)
+RELOADABLE = ("max_batch", "max_queue_delay_ms", "latency_budget_ms", "instances", "threads", "queue_capacity",
+              "timeout_ms", "priority_levels", "inline_below_ms")
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|µs|ms|s)?\s*$")
+
+
+def parse_duration_ms(text: str | float) -> float:
+    """``"50ms"``, ``"0.05s"``, ``"500us"`` or a bare number of milliseconds -> milliseconds.
+
+    Raises:
+        ConfigError: not a non-negative duration.
+
+    Example:
+        >>> parse_duration_ms("0.05s"), parse_duration_ms("50"), parse_duration_ms("250us")
+        (50.0, 50.0, 0.25)
+    """
+    if isinstance(text, (int, float)):
+        value, unit = float(text), "ms"
+    else:
+        m = _DURATION.match(str(text))
+        if not m:
+            raise ConfigError(f"a duration must look like 50ms, 0.05s or 500us, got {text!r}")
+        value, unit = float(m.group(1)), m.group(2) or "ms"
+    if value < 0:
+        raise ConfigError(f"a duration must not be negative, got {text!r}")
+    return value * {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """One model's serving settings.
+
+    model: what to load (a :class:`~effstack.models.ModelSpec` or its source string).
+    name: the protocol name (default: the model's name).
+    engine: an engine name, or ``auto`` (OpenVINO, else ONNX Runtime, else torch).
+    precision, knobs: as for ``effstack bench``.
+    max_batch: the largest batch in samples; every size 1..max_batch is warmed up at load.
+    max_queue_delay_ms: how long a batch may wait to fill (default 0 without a budget).
+    latency_budget_ms: p99 target; turns on latency-budget batching and budget-sized admission.
+    latency_curve_ms: p99 compute milliseconds per batch size; measured at load when absent.
+    instances: engine sessions per model; ``threads`` (total, default all cores) is split between them.
+    queue_capacity: samples that may wait before requests get 503.
+    timeout_ms: default per-request timeout (a request's ``timeout`` parameter overrides it).
+    priority_levels: request priorities 1..N (1 most urgent; requests without one get N).
+    inline_below_ms: batches predicted to compute in at most this long run on the event loop's thread
+        (a thread hand-off costs more than they do); 0 sends every batch to its instance's thread.
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+
+    model: ModelSpec | str | None = None
+    name: str | None = None
+    engine: str = "auto"
+    precision: str = "fp32"
+    knobs: dict[str, Any] = field(default_factory=dict)
+    max_batch: int = 8
+    max_queue_delay_ms: float | None = None
+    latency_budget_ms: float | None = None
+    latency_curve_ms: dict[int, float] | None = None
+    instances: int = 1
+    threads: int | None = None
+    queue_capacity: int = 256
+    timeout_ms: float | None = None
+    priority_levels: int = 1
+    inline_below_ms: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, str):
+            object.__setattr__(self, "model", ModelSpec(self.model))
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", self.name):
+            raise ConfigError(f"model name must be 1-128 letters, digits, '_', '.' or '-', got {self.name!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for key in ("max_batch", "instances", "queue_capacity", "priority_levels", "threads"):
+            value = getattr(self, key)
+            if value is None and key == "threads":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key.replace('_', ' ')} must be an integer of at least 1, got {value!r}")
+        for key in ("max_queue_delay_ms", "latency_budget_ms", "timeout_ms", "inline_below_ms"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0 or (key in ("latency_budget_ms", "timeout_ms") and value == 0):
+                raise ConfigError(f"{key.replace('_', ' ')} must be a positive number of milliseconds, got {value!r}")
+        if not isinstance(self.knobs, dict):
+            raise ConfigError(f"knobs must be a mapping of engine settings, got {type(self.knobs).__name__}")
+        if not isinstance(self.engine, str) or not self.engine:
+            raise ConfigError(f"engine must be an engine name or 'auto', got {self.engine!r}")
+        if self.latency_curve_ms is not None:
+            try:
+                curve = {int(b): float(v) for b, v in dict(self.latency_curve_ms).items()}
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"latency curve must map batch sizes to milliseconds, got {self.latency_curve_ms!r}") from None
+            object.__setattr__(self, "latency_curve_ms", curve)
+
+    # --- derived ------------------------------------------------------------------------------------
+
+    def threads_per_instance(self) -> int:
+        """The total threads (default: the cores this process may use) split evenly between instances."""
+        return max(1, (self.threads or available_cores()) // self.instances)
+
+    def policy(self, curve_s: dict[int, float] | None = None) -> BatchingPolicy:
+        """The :class:`BatchingPolicy` for these settings; ``curve_s`` (seconds) is the curve measured at load.
+
+        Raises:
+            ConfigError: a latency budget without any curve.
+        """
+        curve = curve_s
+        if curve is None and self.latency_curve_ms:
+            curve = {b: ms / 1e3 for b, ms in self.latency_curve_ms.items()}
+        return BatchingPolicy(
+            max_batch=self.max_batch,
+            max_queue_delay_s=None if self.max_queue_delay_ms is None else self.max_queue_delay_ms / 1e3,
+            latency_budget_s=None if self.latency_budget_ms is None else self.latency_budget_ms / 1e3,
+            latency_curve=curve,
+            queue_capacity=self.queue_capacity,
+            instances=self.instances,
+            priority_levels=self.priority_levels,
+        )
+
+    # --- round trips --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.model.to_dict() if isinstance(self.model, ModelSpec) else None
+        if self.latency_curve_ms is not None:
+            d["latency_curve_ms"] = {str(b): v for b, v in sorted(self.latency_curve_ms.items())}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServingConfig:
+        """Build from a dict (as written by :meth:`to_dict` or a ``serving.json``).
+
+        Raises:
+            ConfigError: unknown keys or bad values.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"a serving config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown serving settings {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        d = dict(d)
+        model = d.get("model")
+        if isinstance(model, dict):
+            try:
+                d["model"] = ModelSpec.from_dict(model)
+            except TypeError as exc:
+                raise ConfigError(f"bad model spec in serving config: {exc}") from None
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"bad serving config: {exc}") from None
+
+    def merged(self, overrides: dict[str, Any]) -> ServingConfig:
+        """A copy with the non-None ``overrides`` applied (flag > file > default).
+
+        Raises:
+            ConfigError: an unknown setting or a bad value.
+        """
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown serving settings {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def read(cls, path: str | Path) -> ServingConfig:
+        """Read a ``serving.json``; a relative model path is taken relative to the file's folder.
+
+        Raises:
+            ArtifactError: the file is missing or not JSON.
+            ConfigError: its settings are invalid.
+        """
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"serving config {str(path)!r} does not exist; check the path") from None
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"cannot read serving config {str(path)!r}: {' '.join(str(exc).split())}") from None
+        config = cls.from_dict(doc)
+        spec = config.model
+        if isinstance(spec, ModelSpec):
+            local = path.parent / spec.source
+            if not Path(spec.source).is_absolute() and local.exists():
+                config = replace(config, model=replace(spec, source=str(local)))
+        return config

@@ -1,0 +1,372 @@
+"""Models being served: a :class:`ModelRunner` per model (sessions, warm-up, batcher) and the repository.
+
+A runner loads the model, builds ``instances`` engine sessions with the threads split between them,
+runs every batch size 1..max_batch on each (engines that specialise on shapes compile here, not on the
+first unlucky request), measures the p99 latency-per-batch curve the latency-budget mode needs, and
+feeds the sessions through a :class:`~effstack.serve.workers.Batcher`.
+
+The repository maps names to runners. Loading builds the new runner before it replaces the old one, and
+unloading stops admission, lets everything queued and computing finish, then closes the sessions: no
+admitted request is dropped.
+
+>>> repo = ModelRepository({"m": ServingConfig("effstack.testing:tiny_mlp", engine="null")})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bench.stats import percentile
+from ..bench.timer import Timer
+from ..errors import ConfigError, UnknownModelError, suggest
+from .config import ServingConfig
+from .errors import ModelNotReady
+from .protocol import TensorMeta, datatype_of
+from .workers import Batcher
+
+__all__ = ["CURVE_REPEATS", "ModelRepository", "ModelRunner", "resolve_target"]
+
+log = logging.getLogger("effstack.serve")
+
+CURVE_REPEATS = 5  # timed runs per measured batch size; the curve takes their p99 (about their maximum)
+VERSION = "1"
+MODEL_SUFFIXES = (".onnx", ".ts", ".torchscript", ".jit", ".pt", ".pth")
+
+
+def _auto_engine() -> str:
+    from ..engines import ENGINES
+
+    for name in ("openvino", "onnxruntime", "torch"):
+        if ENGINES.is_available(name):
+            return name
+    return "torch"
+
+
+def _curve_sizes(max_batch: int) -> list[int]:
+    sizes, b = [], 1
+    while b < max_batch:
+        sizes.append(b)
+        b *= 2
+    return [*sizes, max_batch]
+
+
+class ModelRunner:
+    """One model being served: its sessions, metadata and batcher.
+
+    Build with :meth:`build` (blocking: loads, warms up, measures; run it off the event loop), then
+    :meth:`start` on the loop.
+    """
+
+    def __init__(self, name: str, config: ServingConfig, model: Any, sessions: Sequence[Any],
+                 curve_s: dict[int, float], output: TensorMeta):
+        self.name = name
+        self.version = VERSION
+        self.config = config
+        self.model = model
+        self.sessions = list(sessions)
+        self.curve_s = curve_s
+        self.policy = config.policy(curve_s)
+        spec = model.input
+        dtype = "float32" if spec.dtype == "bfloat16" else spec.dtype
+        self.inputs = [TensorMeta(spec.name, datatype_of(dtype), [-1, *spec.shape])]
+        self.outputs = [output]
+        self.batcher: Batcher | None = None
+
+    @classmethod
+    def build(cls, config: ServingConfig, name: str | None = None, sessions: Sequence[Any] | None = None,
+              model: Any = None) -> ModelRunner:
+        """Load the model, build the sessions (unless given), warm every batch size up and measure the curve.
+
+        Raises:
+            ConfigError: no model in the config.
+            UnknownModelError, ArtifactError, MissingDependencyError, PrecisionError, EngineError: from
+                loading the model or building a session.
+        """
+        from ..engines import SessionOptions, get_engine
+        from ..models import load_model
+
+        if model is None:
+            if config.model is None:
+                raise ConfigError("the serving config names no model; give a model spec or a serving.json")
+            model = load_model(config.model)
+        if sessions is None:
+            engine = get_engine(_auto_engine() if config.engine == "auto" else config.engine)
+            options = SessionOptions(precision=config.precision, threads=config.threads_per_instance(),
+                                     batch=config.max_batch, knobs=dict(config.knobs))
+            sessions = []
+            try:
+                for _ in range(config.instances):
+                    sessions.append(engine.load(model, options))
+            except BaseException:
+                for s in sessions:
+                    s.close()
+                raise
+        curve, output = warm_up(sessions, model.input, config.max_batch)
+        log.info("%s: warmed up batch 1..%d on %d instance(s); p99 curve %s", name or model.name, config.max_batch,
+                 len(sessions), {b: f"{s * 1e3:.2f} ms" for b, s in curve.items()})
+        return cls(name or config.name or model.name, config, model, sessions, curve, output)
+
+    def start(self, observer: Any = None) -> None:
+        """Create the batcher on the running event loop."""
+        self.batcher = Batcher(self.policy, [s.run for s in self.sessions], observer,
+                               inline_below_s=self.config.inline_below_ms / 1e3)
+
+    async def infer(self, x: np.ndarray, timeout_s: float | None = None, priority: int | None = None) -> np.ndarray:
+        """Batch ``x`` with other requests and return its output rows (see :meth:`Batcher.submit`)."""
+        assert self.batcher is not None, "start() the runner first"
+        if timeout_s is None and self.config.timeout_ms is not None:
+            timeout_s = self.config.timeout_ms / 1e3
+        return await self.batcher.submit(x, timeout_s, priority)
+
+    async def stop(self) -> None:
+        """Refuse new requests, let queued and running ones finish, then close the sessions."""
+        if self.batcher is not None:
+            await self.batcher.drain()
+            self.batcher.close()
+        for s in self.sessions:
+            s.close()
+
+    def metadata(self) -> dict[str, Any]:
+        engine = self.sessions[0].engine if self.sessions else "unknown"
+        return {"name": self.name, "versions": [self.version], "platform": f"effstack_{engine}",
+                "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+
+    def model_config(self) -> dict[str, Any]:
+        """A Triton-style configuration (what tritonclient's ``get_model_config`` and its tools read)."""
+        return {
+            "name": self.name, "platform": self.metadata()["platform"], "max_batch_size": self.config.max_batch,
+            "input": [{"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": t.shape[1:]} for t in self.inputs],
+            "output": [{"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": t.shape[1:]} for t in self.outputs],
+            "instance_group": [{"count": len(self.sessions), "kind": "KIND_CPU"}],
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": int((self.config.max_queue_delay_ms or 0) * 1e3),
+                "max_queue_size": self.policy.admission_limit, "priority_levels": self.config.priority_levels,
+            },
+            "parameters": {"effstack": {"string_value": _json({
+                "serving": self.config.to_dict(), "batch_cap": self.policy.batch_cap,
+                "latency_curve_ms": {str(b): round(s * 1e3, 4) for b, s in self.curve_s.items()},
+                "sessions": [s.settings() for s in self.sessions]})}},
+        }
+
+    def state(self) -> tuple[int, int]:
+        b = self.batcher
+        return (b.queue.samples, b.in_flight) if b else (0, 0)
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, default=str)
+
+
+def warm_up(sessions: Sequence[Any], spec: Any, max_batch: int,
+            repeats: int = CURVE_REPEATS) -> tuple[dict[int, float], TensorMeta]:
+    """Run every batch size 1..max_batch on every session (all sessions at once, as when serving), then
+    time the sizes 1, 2, 4, ..., max_batch; return the p99 curve in seconds (worst session) and the
+    output's metadata.
+
+    Raises:
+        ConfigError: the session's output does not keep the batch axis first.
+    """
+    timer = Timer(warmup_iters=1, warmup_s=0.0)
+    curves: list[dict[int, float]] = [{} for _ in sessions]
+    outputs: list[Any] = [None] * len(sessions)
+    errors: list[BaseException] = []
+    examples = {b: spec.example(b, seed=b) for b in range(1, max_batch + 1)}
+
+    def one(i: int, session: Any) -> None:
+        try:
+            for b in range(1, max_batch + 1):
+                y = np.asarray(session.run(examples[b]))
+                if y.ndim == 0 or y.shape[0] != b:
+                    raise ConfigError(f"the engine returns shape {y.shape} for a batch of {b}; the batch axis "
+                                      "must come first to batch requests")
+                if b == 1:
+                    outputs[i] = y
+            for b in _curve_sizes(max_batch):
+                laps = timer.loop(lambda x=examples[b]: session.run(x), iterations=repeats)
+                curves[i][b] = percentile(laps, 99) / 1e9
+        except BaseException as exc:  # re-raised on the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i, s), name=f"effstack-warmup{i}") for i, s in enumerate(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    curve = {b: max(c[b] for c in curves) for b in curves[0]}
+    y = outputs[0]
+    return curve, TensorMeta("output", datatype_of(y.dtype), [-1, *y.shape[1:]])
+
+
+@dataclass
+class _Entry:
+    config: ServingConfig
+    runner: ModelRunner | None = None
+    state: str = "UNAVAILABLE"  # UNAVAILABLE | LOADING | READY | UNLOADING
+    reason: str = ""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ModelRepository:
+    """Named models, their configs and runners.
+
+    Args:
+        configs: name -> :class:`ServingConfig` (what :func:`resolve_target` returns).
+        observer: ``observer(name, version)`` -> the batcher's observer for that model (metrics).
+        runners: pre-built runners to serve as they are (tests, embedding): name -> :class:`ModelRunner`.
+    """
+
+    def __init__(self, configs: dict[str, ServingConfig], observer: Any = None,
+                 runners: dict[str, ModelRunner] | None = None):
+        self._entries = {name: _Entry(cfg) for name, cfg in configs.items()}
+        for name, runner in (runners or {}).items():
+            self._entries[name] = _Entry(runner.config, runner=runner, state="READY")
+        self.observer = observer
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def ready(self) -> bool:
+        return bool(self._entries) and all(e.state == "READY" for e in self._entries.values())
+
+    def _entry(self, name: str) -> _Entry:
+        if name not in self._entries:
+            raise UnknownModelError(f"unknown model {name!r}; this server has {', '.join(self.names()) or 'none'}."
+                                    + suggest(name, self._entries))
+        return self._entries[name]
+
+    def get(self, name: str, version: str | None = None) -> ModelRunner:
+        """The runner of a ready model.
+
+        Raises:
+            UnknownModelError: no such model or version, or the model is not loaded (404).
+            ModelNotReady: it is loading (503).
+        """
+        e = self._entry(name)
+        if version not in (None, "", VERSION):
+            raise UnknownModelError(f"model {name!r} has no version {version!r}; it has version {VERSION}")
+        if e.runner is not None and e.state in ("READY", "LOADING"):  # a reload keeps serving the old runner
+            return e.runner
+        if e.state == "LOADING":
+            raise ModelNotReady(f"model {name!r} is loading; retry shortly")
+        raise UnknownModelError(f"model {name!r} is not loaded; POST /v2/repository/models/{name}/load to load it")
+
+    def is_ready(self, name: str, version: str | None = None) -> bool:
+        try:
+            self.get(name, version)
+            return True
+        except (UnknownModelError, ModelNotReady):
+            if name not in self._entries:
+                raise
+            return False
+
+    def index(self) -> list[dict[str, Any]]:
+        return [{"name": n, "version": VERSION, "state": e.state, "reason": e.reason}
+                for n, e in sorted(self._entries.items())]
+
+    def state(self) -> dict[tuple[str, str], tuple[int, int, bool]]:
+        return {(n, VERSION): (*(e.runner.state() if e.runner else (0, 0)), e.state == "READY")
+                for n, e in self._entries.items()}
+
+    async def load(self, name: str, overrides: dict[str, Any] | None = None) -> None:
+        """Load (or reload) ``name``: the new runner is built off the loop and replaces the old one only when
+        ready; the old one then drains. Settings in ``overrides`` apply to this and later loads.
+
+        Raises:
+            UnknownModelError: not in the repository. ConfigError: bad overrides. Anything loading raises.
+        """
+        e = self._entry(name)
+        async with e.lock:
+            config = e.config.merged(overrides) if overrides else e.config
+            e.state, e.reason = "LOADING", ""
+            try:
+                runner = await asyncio.to_thread(ModelRunner.build, config, name)
+            except BaseException as exc:
+                e.state = "READY" if e.runner is not None else "UNAVAILABLE"
+                e.reason = f"load failed: {exc}"
+                raise
+            runner.start(self.observer(name, VERSION) if self.observer else None)
+            old, e.runner, e.config, e.state = e.runner, runner, config, "READY"
+            if old is not None:
+                await old.stop()
+
+    async def unload(self, name: str) -> None:
+        """Stop taking requests for ``name``, finish those admitted, close its sessions.
+
+        Raises:
+            UnknownModelError: not in the repository.
+        """
+        e = self._entry(name)
+        async with e.lock:
+            runner, e.runner = e.runner, None
+            e.state = "UNLOADING"
+            if runner is not None:
+                await runner.stop()
+            e.state, e.reason = "UNAVAILABLE", "unloaded"
+
+    async def start(self) -> None:
+        """Start pre-built runners and load every configured model (models load one after another)."""
+        for name, e in self._entries.items():
+            if e.runner is not None and e.runner.batcher is None:
+                e.runner.start(self.observer(name, VERSION) if self.observer else None)
+        for name, e in self._entries.items():
+            if e.runner is None:
+                await self.load(name)
+
+    async def close(self) -> None:
+        for name in self.names():
+            if self._entries[name].runner is not None:
+                await self.unload(name)
+
+
+def resolve_target(target: str, overrides: dict[str, Any], name: str | None = None) -> dict[str, ServingConfig]:
+    """What ``effstack serve TARGET`` serves: name -> config.
+
+    TARGET is a folder (a repository: each ``NAME/serving.json`` and each model file ``NAME.onnx``,
+    ``NAME.pt``, ... in it is a model), a ``serving.json`` file, or a model spec. ``overrides`` are the
+    flags the user gave (flag > file > default). Model names come from folders and file stems; a model
+    spec's name is decided at load (its model name) unless ``name`` is given.
+
+    Raises:
+        ConfigError: an empty repository folder. ArtifactError: an unreadable serving.json.
+    """
+    path = Path(target).expanduser()
+    if path.is_dir():
+        configs: dict[str, ServingConfig] = {}
+        for child in sorted(path.iterdir()):
+            if child.is_dir() and (child / "serving.json").is_file():
+                cfg = ServingConfig.read(child / "serving.json").merged(overrides)
+                configs[cfg.name or child.name] = replace(cfg, name=cfg.name or child.name)
+            elif child.is_file() and child.suffix in MODEL_SUFFIXES:
+                configs[child.stem] = ServingConfig(model=str(child), name=child.stem).merged(overrides)
+        if not configs:
+            raise ConfigError(f"{str(path)!r} holds no models: expected NAME/serving.json folders or model files "
+                              f"({', '.join(MODEL_SUFFIXES)})")
+        return configs
+    if path.suffix == ".json" and path.is_file():
+        cfg = ServingConfig.read(path).merged(overrides)
+    else:
+        cfg = ServingConfig(model=target).merged(overrides)
+    cfg = replace(cfg, name=name or cfg.name or _default_name(cfg))
+    return {cfg.name: cfg}  # type: ignore[dict-item]
+
+
+def _default_name(cfg: ServingConfig) -> str:
+    """The model's protocol name before loading: a torchvision name, a file stem, or a factory's attribute."""
+    import re
+
+    source = cfg.model.source if cfg.model is not None else "model"  # type: ignore[union-attr]
+    stem = Path(source).stem if ("/" in source or "." in Path(source).name and ":" not in source) else source
+    stem = stem.rpartition(":")[2] or stem
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem)[:128] or "model"

@@ -1,0 +1,109 @@
+"""Running the app: in the foreground (``effstack serve``) or on a background thread (tests, benchmarks).
+
+uvicorn picks httptools and uvloop when they are installed (the ``serve`` extra brings them); the access
+log is off, since one log line per request costs as much as the rest of a null-engine request.
+
+>>> with BackgroundServer(create_app(repo, ServerOptions(port=0))) as srv:   # doctest: +SKIP
+...     print(srv.url)
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+from ..errors import ConfigError, EngineError, MissingDependencyError
+
+__all__ = ["BackgroundServer", "free_port", "require_serve", "run_server"]
+
+
+def require_serve() -> None:
+    """Raise :class:`MissingDependencyError` naming the ``serve`` extra when its packages are missing."""
+    from .._optional import is_installed
+
+    for package in ("starlette", "uvicorn", "prometheus_client"):
+        if not is_installed(package):
+            raise MissingDependencyError(package, "serve", "effstack serve")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _config(app: Any, host: str, port: int, log_level: str) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
+                          timeout_graceful_shutdown=10)
+
+
+def run_server(app: Any, host: str, port: int, log_level: str = "info") -> None:
+    """Serve ``app`` until interrupted (Ctrl-C drains the models and stops).
+
+    Raises:
+        ConfigError: the address cannot be bound.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(_config(app, host, port, log_level))
+    try:
+        server.run()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port") from None
+    if not server.started and not server.should_exit:
+        raise EngineError("the server stopped during start-up; see the log above")
+
+
+class BackgroundServer:
+    """The app on a daemon thread, bound to ``host`` on a free port; a context manager.
+
+    Args:
+        app: the ASGI app (its lifespan loads the models before :meth:`start` returns).
+        host: the address (127.0.0.1).
+        port: 0 picks a free port.
+        start_timeout_s: how long to wait for the models to load.
+
+    Raises:
+        EngineError: the server did not start in time or failed during start-up.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 120.0,
+                 log_level: str = "warning"):
+        import uvicorn
+
+        self.host = host
+        self.port = port or free_port(host)
+        self.server = uvicorn.Server(_config(app, host, self.port, log_level))
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn
+        self.start_timeout_s = start_timeout_s
+        self._thread = threading.Thread(target=self.server.run, name="effstack-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + self.start_timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise EngineError(f"the server on {self.url} did not start within {self.start_timeout_s:.0f} s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

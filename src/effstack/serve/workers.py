@@ -1,0 +1,248 @@
+"""The batcher's asyncio shell: it feeds :func:`~effstack.serve.batcher.decide` and runs batches on instances.
+
+Each instance (one engine session) owns one thread and computes one batch at a time. The shell calls
+the pure decision whenever something changes — an arrival, a finished batch, a timer it armed — so
+there is no polling loop; the event loop only queues, wakes and hands out results.
+
+>>> async def demo(session, x):                                   # doctest: +SKIP
+...     batcher = Batcher(BatchingPolicy(max_batch=8), [session.run])
+...     return await batcher.submit(x)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, EffstackError, EngineError
+from .batcher import BatchingPolicy, BatchQueue, Pending, decide, expired_head
+from .errors import NotAccepting, QueueFull, RequestTimeout
+
+__all__ = ["BatchRecord", "Batcher", "RunFn"]
+
+
+RunFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class BatchRecord:
+    """What the shell reports to its observer for each executed batch."""
+
+    instance: int
+    samples: int
+    requests: int
+    queue_s: list[float]
+    compute_s: float
+
+
+class Batcher:
+    """The asyncio shell around :func:`decide`: queue, timers, and one thread per instance.
+
+    Args:
+        policy: the :class:`BatchingPolicy`.
+        instances: one ``run(x) -> y`` callable per engine session; each runs on its own thread, one
+            batch at a time. ``y`` must have the batch axis first.
+        observer: optional object with ``on_batch(BatchRecord)`` and ``on_expired(n)`` (metrics).
+        inline_below_s: batches whose predicted p99 compute (from the policy's curve) is at most this run on
+            the event loop's thread instead of the instance's: handing a batch to a thread and its result
+            back costs 0.1-1 ms on a busy machine, more than a tiny model's whole batch. 0 turns it off.
+
+    Must be created and used on one running event loop.
+
+    Example:
+        >>> async def demo():                                       # doctest: +SKIP
+        ...     b = Batcher(BatchingPolicy(max_batch=8), [session.run])
+        ...     return await b.submit(x)
+    """
+
+    def __init__(self, policy: BatchingPolicy, instances: Sequence[RunFn], observer: Any = None,
+                 inline_below_s: float = 0.0):
+        if not instances:
+            raise ConfigError("the batcher needs at least one instance")
+        self.policy = policy
+        self.queue = BatchQueue(policy)
+        self.observer = observer
+        self.inline_below_s = inline_below_s
+        self._run = list(instances)
+        self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"effstack-instance{i}") for i in range(len(instances))]
+        self._idle = list(range(len(instances)))
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._next_id = 0
+        self._in_flight = 0
+        self._accepting = True
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Batches being computed now."""
+        return self._in_flight
+
+    def check_capacity(self) -> None:
+        """Raise :class:`QueueFull` (or :class:`NotAccepting`) now, before a request body is even parsed."""
+        if not self._accepting:
+            raise NotAccepting("the model is being unloaded; retry once it is loaded again")
+        if self.queue.full():
+            raise QueueFull(f"the server is overloaded ({self.queue.samples} samples queued); retry later",
+                            retry_after_s=self.queue.retry_after_s())
+
+    async def submit(self, x: np.ndarray, timeout_s: float | None = None, priority: int | None = None) -> np.ndarray:
+        """Queue one request (``x.shape[0]`` samples) and return its rows of the batch output.
+
+        Raises:
+            QueueFull: the queue is at its limit (answer 503 with Retry-After).
+            NotAccepting: the batcher is draining for an unload.
+            RequestTimeout: ``timeout_s`` passed before the request was launched.
+            InputError: too many samples or a bad priority.
+            EngineError: the engine failed on the batch.
+        """
+        if not self._accepting:
+            raise NotAccepting("the model is being unloaded; retry once it is loaded again")
+        now = self._loop.time()
+        deadline = now + timeout_s if timeout_s is not None else None
+        p = Pending(self._next_id, int(x.shape[0]), now, deadline, self.policy.level(priority), x,
+                    self._loop.create_future())
+        self._next_id += 1
+        self.queue.admit(p)
+        self._drained.clear()
+        self._schedule()
+        try:
+            if deadline is None:
+                return await p.future
+            done, _ = await asyncio.wait({p.future}, timeout=max(deadline - self._loop.time(), 0.0))
+            if not done and not p.launched:
+                self.queue.cancel(p)
+                self._schedule()
+                raise RequestTimeout(f"the request waited {timeout_s * 1000:.0f} ms in the queue; its timeout")
+            return await p.future  # launched in time: the compute is bounded, wait for it
+        except asyncio.CancelledError:  # the client went away
+            self.queue.cancel(p)
+            self._schedule()
+            raise
+
+    async def drain(self, stop_accepting: bool = True) -> None:
+        """Wait until nothing is queued or computing; with ``stop_accepting``, refuse new requests first."""
+        if stop_accepting:
+            self._accepting = False
+        self._check_drained()
+        await self._drained.wait()
+
+    def close(self) -> None:
+        """Stop the instance threads (after :meth:`drain`)."""
+        self._accepting = False
+        if self._timer:
+            self._timer.cancel()
+        for pool in self._pools:
+            pool.shutdown(wait=False)
+
+    # --- the shell's event handling ---------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        while True:
+            now = self._loop.time()
+            d = decide(self.queue, now, self.policy) if self._idle else expired_head(self.queue, now)
+            waiter_gone = [p.cancelled for p in d.expired]  # the client's coroutine already answered
+            if d.launch or d.expired:
+                self.queue.apply(d)
+            for p, gone in zip(d.expired, waiter_gone):
+                if p.future.done():
+                    continue
+                if gone:
+                    p.future.cancel()  # nobody awaits it: cancel rather than leave an unretrieved exception
+                else:
+                    p.future.set_exception(RequestTimeout("the request's timeout passed while it was queued"))
+            if d.expired and self.observer:
+                self.observer.on_expired(len(d.expired))
+            if d.launch:
+                self._dispatch(d.launch, now)
+                continue
+            if d.wake_at is not None:
+                self._arm(d.wake_at)
+            self._check_drained()
+            return
+
+    def _arm(self, when: float) -> None:
+        if self._timer_at is not None and self._timer_at <= when and self._timer is not None:
+            return
+        if self._timer:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self._schedule()
+
+    def _dispatch(self, batch: tuple[Pending, ...], now: float) -> None:
+        inst = self._idle.pop(0)
+        self._in_flight += 1
+        queue_s = [now - p.arrival for p in batch]
+        if self._inline(batch):
+            # a batch predicted faster than a thread hop runs here, on the loop; _schedule's loop continues
+            try:
+                result = _compute(self._run[inst], batch)
+            except Exception as exc:  # the engine failed; _complete hands the error to the batch's requests
+                self._complete(inst, batch, queue_s, None, exc)
+            else:
+                self._complete(inst, batch, queue_s, result, None)
+            return
+        fut = self._loop.run_in_executor(self._pools[inst], _compute, self._run[inst], batch)
+        fut.add_done_callback(lambda f: self._finished(inst, batch, queue_s, f))
+
+    def _inline(self, batch: tuple[Pending, ...]) -> bool:
+        if self.inline_below_s <= 0 or not self.policy.latency_curve:
+            return False
+        return self.policy.latency(sum(p.n for p in batch)) <= self.inline_below_s
+
+    def _finished(self, inst: int, batch: tuple[Pending, ...], queue_s: list[float], f: asyncio.Future) -> None:
+        exc = f.exception()
+        self._complete(inst, batch, queue_s, None if exc else f.result(), exc)
+        self._schedule()
+
+    def _complete(self, inst: int, batch: tuple[Pending, ...], queue_s: list[float],
+                  result: tuple[list[np.ndarray], float] | None, exc: BaseException | None) -> None:
+        self._idle.append(inst)
+        self._in_flight -= 1
+        if exc is not None or result is None:  # the engine failed: every request of the batch gets the error
+            err = exc if isinstance(exc, EffstackError) else EngineError(f"the engine failed on a batch: {exc}")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(err)
+            return
+        outputs, compute_s = result
+        for p, y in zip(batch, outputs):
+            if not p.future.done():
+                p.future.set_result(y)
+        if self.observer:
+            self.observer.on_batch(BatchRecord(inst, sum(p.n for p in batch), len(batch), queue_s, compute_s))
+
+    def _check_drained(self) -> None:
+        if self._in_flight == 0 and self.queue.samples == 0:
+            self._drained.set()
+
+
+def _compute(run: RunFn, batch: tuple[Pending, ...]) -> tuple[list[np.ndarray], float]:
+    """On an instance thread: concatenate the requests, run the batch, split the output per request."""
+    xs = [p.payload for p in batch]
+    x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
+    t0 = time.perf_counter()
+    y = run(x)
+    compute_s = time.perf_counter() - t0
+    # copy: some runtimes hand out views of buffers they overwrite on the next call
+    y = np.array(y, copy=True)
+    if y.ndim == 0 or y.shape[0] != x.shape[0]:
+        raise EngineError(
+            f"the engine returned shape {y.shape} for a batch of {x.shape[0]}; the batch axis must be first")
+    outs, start = [], 0
+    for p in batch:
+        outs.append(y[start : start + p.n])
+        start += p.n
+    return outs, compute_s

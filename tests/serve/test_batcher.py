@@ -1,0 +1,325 @@
+"""The batcher: the pure decision on hand-made queues, then the asyncio shell with concurrent requests in-process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from effstack.errors import ConfigError, InputError
+from effstack.serve.batcher import (
+    BatchingPolicy,
+    BatchQueue,
+    Pending,
+    QueueFull,
+    RequestTimeout,
+    decide,
+    interpolate,
+)
+
+from .conftest import GateSession, wait_until
+
+
+def reqs(*sizes, arrival=0.0, **kw):
+    return [Pending(id=i, n=n, arrival=arrival, **kw) for i, n in enumerate(sizes)]
+
+
+# --- the pure core ---------------------------------------------------------------------------------
+
+
+def test_fills_to_max_batch_in_samples_and_keeps_order():
+    d = decide(reqs(3, 3, 1, 1), now=0.0, policy=BatchingPolicy(max_batch=8))
+    assert [p.id for p in d.launch] == [0, 1, 2, 3] and d.samples == 8
+
+
+def test_stops_at_the_first_request_that_does_not_fit():
+    d = decide(reqs(3, 3, 4, 1), now=0.0, policy=BatchingPolicy(max_batch=8))
+    assert [p.id for p in d.launch] == [0, 1]  # request 3 would fit but must not jump the queue
+
+
+def test_zero_delay_launches_a_partial_batch_at_once():
+    d = decide(reqs(1), now=0.0, policy=BatchingPolicy(max_batch=8))
+    assert len(d.launch) == 1
+
+
+def test_max_queue_delay_waits_for_the_oldest():
+    policy = BatchingPolicy(max_batch=8, max_queue_delay_s=0.010)
+    q = [Pending(0, 1, arrival=1.000), Pending(1, 1, arrival=1.004)]
+    d = decide(q, now=1.005, policy=policy)
+    assert d.launch == () and d.wake_at == pytest.approx(1.010)
+    assert len(decide(q, now=1.010, policy=policy).launch) == 2
+
+
+def test_expired_requests_are_dropped_not_launched():
+    q = [Pending(0, 1, 0.0, deadline=0.5), Pending(1, 1, 0.0, deadline=2.0), Pending(2, 1, 0.0)]
+    q[2].cancelled = True
+    d = decide(q, now=1.0, policy=BatchingPolicy(max_batch=8))
+    assert [p.id for p in d.expired] == [0, 2]
+    assert [p.id for p in d.launch] == [1]
+
+
+def test_a_lone_request_larger_than_the_budget_cap_still_runs():
+    policy = BatchingPolicy(max_batch=8, latency_budget_s=0.010, latency_curve={1: 0.001, 8: 0.008}, budget_slack=0)
+    assert policy.batch_cap == 5  # 2 * L(5) = 0.010
+    d = decide(reqs(7, 1), now=0.0, policy=policy)
+    assert [p.n for p in d.launch] == [7]
+
+
+def test_interpolation_between_and_beyond_points():
+    curve = {1: 0.010, 4: 0.025, 8: 0.045}
+    assert interpolate(curve, 1) == 0.010
+    assert interpolate(curve, 2) == pytest.approx(0.015)
+    assert interpolate(curve, 6) == pytest.approx(0.035)
+    assert interpolate(curve, 10) == pytest.approx(0.055)  # the last segment, extended
+    assert interpolate({2: 0.004}, 4) == pytest.approx(0.008)
+    with pytest.raises(ConfigError):
+        interpolate({}, 1)
+
+
+def test_latency_budget_launches_when_waiting_longer_would_miss_it():
+    # budget 20 ms, 10% slack -> 18 ms usable; L(b) = 1 ms + 1 ms per sample
+    curve = {1: 0.002, 4: 0.005, 8: 0.009}
+    policy = BatchingPolicy(max_batch=8, latency_budget_s=0.020, latency_curve=curve)
+    assert policy.batch_cap == 8  # 2 * 9 ms <= 18 ms
+    q = [Pending(0, 1, arrival=0.0)]
+    d = decide(q, now=0.008, policy=policy)
+    assert d.launch == () and d.wake_at == pytest.approx(0.018 - 0.009)
+    assert len(decide(q, now=0.009, policy=policy).launch) == 1
+
+
+def test_latency_budget_caps_the_batch_and_sizes_the_queue():
+    curve = {1: 0.004, 8: 0.032}  # 4 ms per sample
+    policy = BatchingPolicy(max_batch=8, latency_budget_s=0.050, latency_curve=curve, queue_capacity=1000)
+    assert policy.batch_cap == 5  # 2 * L(5) = 40 ms <= 45 ms usable; 2 * L(6) = 48 ms is not
+    # Q / (1 * 5 / 20 ms) + 2 * 20 ms <= 45 ms  ->  Q <= 1.25 -> at least one batch may wait
+    assert policy.admission_limit == 5
+    many = BatchingPolicy(max_batch=8, latency_budget_s=0.050, latency_curve=curve, queue_capacity=1000, instances=8)
+    assert many.admission_limit == 10  # eight instances clear the queue eight times as fast
+    roomy = BatchingPolicy(max_batch=8, latency_budget_s=0.500, latency_curve=curve, queue_capacity=1000)
+    assert (roomy.batch_cap, roomy.admission_limit) == (8, 96)  # (450 - 64) ms * 8 / 32 ms
+    small = BatchingPolicy(max_batch=8, latency_budget_s=0.500, latency_curve=curve, queue_capacity=20)
+    assert small.admission_limit == 20  # the configured capacity still bounds it
+
+
+def test_a_noisy_curve_is_smoothed_upwards():
+    policy = BatchingPolicy(max_batch=8, latency_curve={1: 0.001, 2: 0.004, 4: 0.002, 8: 0.006})
+    assert policy.latency(4) == 0.004 and policy.latency(3) == 0.004 and policy.latency(8) == 0.006
+    assert policy.latency_curve[4] == 0.002  # the measurement itself is kept as measured
+
+
+def test_own_deadline_brings_the_launch_forward():
+    policy = BatchingPolicy(max_batch=8, max_queue_delay_s=0.100, latency_curve={1: 0.001, 8: 0.004})
+    d = decide([Pending(0, 1, 0.0, deadline=0.050)], now=0.0, policy=policy)
+    assert d.wake_at == pytest.approx(0.046)
+
+
+def test_budget_without_curve_is_a_config_error():
+    with pytest.raises(ConfigError, match="curve"):
+        BatchingPolicy(latency_budget_s=0.05)
+
+
+def test_policy_round_trips():
+    p = BatchingPolicy(max_batch=16, latency_budget_s=0.05, latency_curve={1: 0.002, 16: 0.02}, instances=2)
+    assert BatchingPolicy.from_dict(p.to_dict()) == p
+
+
+def test_queue_bounds_priorities_and_retry_after():
+    policy = BatchingPolicy(max_batch=4, queue_capacity=4, priority_levels=2)
+    q = BatchQueue(policy)
+    q.admit(Pending(0, 2, 0.0, level=policy.level(0)))
+    q.admit(Pending(1, 2, 0.1, level=policy.level(1)))
+    assert [p.id for p in q] == [1, 0]  # priority 1 first; no priority means the lowest level
+    with pytest.raises(QueueFull) as info:
+        q.admit(Pending(2, 1, 0.2))
+    assert info.value.retry_after_s >= 1
+    with pytest.raises(InputError, match="max batch"):
+        q.admit(Pending(3, 5, 0.2))
+    with pytest.raises(InputError, match="priority"):
+        policy.level(3)
+    d = decide(q, now=1.0, policy=policy)
+    q.apply(d)
+    assert q.samples == 0 and len(q) == 0
+
+
+def test_cancelled_requests_free_capacity_and_leave_on_apply():
+    q = BatchQueue(BatchingPolicy(max_batch=4, queue_capacity=2))
+    a, b = Pending(0, 1, 0.0), Pending(1, 1, 0.0)
+    q.admit(a)
+    q.admit(b)
+    q.cancel(a)
+    assert q.samples == 1
+    d = decide(q, now=0.0, policy=q.policy)
+    assert d.expired == (a,) and d.launch == (b,)
+    q.apply(d)
+    assert q.samples == 0 and len(q) == 0
+
+
+# --- the asyncio shell: N concurrent requests in-process -------------------------------------------
+
+
+def _x(i: int, n: int = 1) -> np.ndarray:
+    return np.full((n, 4), float(i), dtype=np.float32)
+
+
+async def _open_later(gate: GateSession, condition, what: str) -> None:
+    await asyncio.to_thread(wait_until, condition, what)
+    gate.gate.set()
+
+
+def test_concurrent_requests_form_batches_and_get_their_own_rows():
+    from effstack.serve.workers import Batcher
+
+    async def main():
+        gate = GateSession()
+        gate.gate.clear()
+        batcher = Batcher(BatchingPolicy(max_batch=8), [gate.run])
+        first = asyncio.create_task(batcher.submit(_x(0)))
+        await asyncio.to_thread(wait_until, lambda: gate.running == 1, "the first batch to start")
+        rest = [asyncio.create_task(batcher.submit(_x(i, n))) for i, n in [(1, 2), (2, 3), (3, 1), (4, 2), (5, 1)]]
+        await asyncio.to_thread(wait_until, lambda: batcher.queue.samples == 9, "9 samples to queue")
+        gate.gate.set()
+        outs = await asyncio.gather(first, *rest)
+        batcher.close()
+        return gate.batches, outs
+
+    batches, outs = asyncio.run(main())
+    # the first runs alone; 9 samples queue behind it: 2+3+1+2 = 8 fill one batch, the last waits for the next
+    assert batches == [1, 8, 1]
+    for i, y in enumerate(outs):
+        assert np.all(y == 2.0 * i) and y.shape[1] == 1
+    assert [y.shape[0] for y in outs] == [1, 2, 3, 1, 2, 1]
+
+
+def test_instances_share_the_queue():
+    from effstack.serve.workers import Batcher
+
+    async def main():
+        gates = [GateSession(), GateSession()]
+        for g in gates:
+            g.gate.clear()
+        batcher = Batcher(BatchingPolicy(max_batch=4), [g.run for g in gates])
+        tasks = [asyncio.create_task(batcher.submit(_x(i))) for i in range(2)]
+        await asyncio.to_thread(wait_until, lambda: all(g.running == 1 for g in gates), "both instances busy")
+        tasks += [asyncio.create_task(batcher.submit(_x(i))) for i in range(2, 7)]
+        await asyncio.to_thread(wait_until, lambda: batcher.queue.samples == 5, "5 samples to queue")
+        for g in gates:
+            g.gate.set()
+        await asyncio.gather(*tasks)
+        batcher.close()
+        return sorted(gates[0].batches + gates[1].batches)
+
+    assert asyncio.run(main()) == [1, 1, 1, 4]
+
+
+def test_timed_out_requests_answer_504_and_are_never_computed():
+    from effstack.serve.workers import Batcher
+
+    async def main():
+        gate = GateSession()
+        gate.gate.clear()
+        batcher = Batcher(BatchingPolicy(max_batch=8), [gate.run])
+        first = asyncio.create_task(batcher.submit(_x(0)))
+        await asyncio.to_thread(wait_until, lambda: gate.running == 1, "the first batch to start")
+        with pytest.raises(RequestTimeout):
+            await batcher.submit(_x(1), timeout_s=0.001)
+        kept = asyncio.create_task(batcher.submit(_x(2)))
+        gate.gate.set()
+        await asyncio.gather(first, kept)
+        batcher.close()
+        return gate.batches
+
+    assert asyncio.run(main()) == [1, 1]  # request 1 was dropped, not computed
+
+
+def test_overload_is_refused_at_once():
+    from effstack.serve.workers import Batcher
+
+    async def main():
+        gate = GateSession()
+        gate.gate.clear()
+        batcher = Batcher(BatchingPolicy(max_batch=1, queue_capacity=2), [gate.run])
+        tasks = [asyncio.create_task(batcher.submit(_x(0)))]
+        await asyncio.to_thread(wait_until, lambda: gate.running == 1, "the first batch to start")
+        tasks += [asyncio.create_task(batcher.submit(_x(i))) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await batcher.submit(_x(3))
+        with pytest.raises(QueueFull):
+            batcher.check_capacity()
+        gate.gate.set()
+        await asyncio.gather(*tasks)
+        batcher.close()
+        return gate.batches
+
+    assert asyncio.run(main()) == [1, 1, 1]
+
+
+def test_engine_failure_reaches_every_request_of_the_batch():
+    from effstack.errors import EngineError
+    from effstack.serve.workers import Batcher
+
+    async def main():
+        gate = GateSession()
+        gate.fail = True
+        batcher = Batcher(BatchingPolicy(max_batch=4), [gate.run])
+        results = await asyncio.gather(*(batcher.submit(_x(i)) for i in range(3)), return_exceptions=True)
+        gate.fail = False
+        ok = await batcher.submit(_x(9))  # the batcher keeps working after a failed batch
+        batcher.close()
+        return results, ok
+
+    results, ok = asyncio.run(main())
+    assert all(isinstance(r, EngineError) for r in results)
+    assert np.all(ok == 18.0)
+
+
+def test_drain_finishes_admitted_requests_then_refuses():
+    from effstack.serve.batcher import NotAccepting
+    from effstack.serve.workers import Batcher
+
+    async def main():
+        gate = GateSession()
+        gate.gate.clear()
+        batcher = Batcher(BatchingPolicy(max_batch=2), [gate.run])
+        tasks = [asyncio.create_task(batcher.submit(_x(i))) for i in range(3)]
+        await asyncio.to_thread(wait_until, lambda: gate.running == 1, "the first batch to start")
+        drain = asyncio.create_task(batcher.drain())
+        await asyncio.sleep(0)
+        with pytest.raises(NotAccepting):
+            await batcher.submit(_x(9))
+        opener = asyncio.create_task(_open_later(gate, lambda: True, "nothing"))
+        outs = await asyncio.gather(*tasks)
+        await drain
+        await opener
+        batcher.close()
+        return outs
+
+    outs = asyncio.run(main())
+    assert [float(y[0, 0]) for y in outs] == [0.0, 2.0, 4.0]
+
+
+def test_tiny_batches_run_inline_on_the_event_loop():
+    import threading
+
+    from effstack.serve.workers import Batcher
+
+    threads: list[str] = []
+
+    def run(x):
+        threads.append(threading.current_thread().name)
+        return x[:, :1]
+
+    async def main():
+        fast = BatchingPolicy(max_batch=4, latency_curve={1: 1e-5, 4: 2e-5})
+        inline = Batcher(fast, [run], inline_below_s=1e-4)
+        ys = await asyncio.gather(*(inline.submit(_x(i)) for i in range(3)))
+        threaded = Batcher(fast, [run], inline_below_s=0.0)
+        await threaded.submit(_x(7))
+        inline.close()
+        threaded.close()
+        return ys
+
+    ys = asyncio.run(main())
+    assert [float(y[0, 0]) for y in ys] == [0.0, 1.0, 2.0]
+    assert threads[0] == threading.main_thread().name and threads[-1].startswith("effstack-instance")
