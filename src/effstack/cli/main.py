@@ -11,6 +11,8 @@ from .. import __version__
 from ..errors import EffstackError, one_line
 from . import bench as bench_cmd
 from . import info as info_cmd
+from . import quantize as quantize_cmd
+from . import serve as serve_cmd
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cmd.add_parser(sub)
     bench_cmd.add_demo_parser(sub)
     info_cmd.add_parsers(sub)
+    quantize_cmd.add_parsers(sub)
+    serve_cmd.add_parsers(sub)
     return parser
 
 

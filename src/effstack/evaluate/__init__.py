@@ -1,0 +1,15 @@
+"""Evaluate: accuracy against labels, agreement with a reference, embedding fidelity, recall@k, SNR."""
+
+from .accuracy import (
+           MaxDrop,
+           agreement,
+           check_labels,
+           cosine_similarity,
+           parse_max_drop,
+           recall_at_k,
+           snr_db,
+           top1,
+)
+
+__all__ = ["MaxDrop", "agreement", "check_labels", "cosine_similarity", "parse_max_drop", "recall_at_k", "snr_db",
+           "top1"]
