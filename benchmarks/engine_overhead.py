@@ -5,7 +5,7 @@ own API directly, in one run, rounds interleaved (A B A B ...) so drift on a sha
 Rounds alternate which side goes first (A B B A ...), with a short idle pause before each; a pair
 during which other processes took CPU (measured from /proc/stat) is dropped and measured again.
 
-Through effstack = the same path `effstack bench` takes: `effstack.bench.scenarios.offline` driving a
+Through effstack = the same path `effstack bench` takes: `effstack.measure.scenarios.offline` driving a
 `Session`. Directly = a plain loop over the engine's own API on the *same* artifact (the ONNX/IR/quantized
 file the effstack session built) with the same settings (threads, hint, streams, precision).
 
@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from effstack.bench.cpu import OtherCpu
-from effstack.bench.scenarios import offline
+from effstack.measure.cpu import OtherCpu
+from effstack.measure.scenarios import offline
 from effstack.engines import SessionOptions, get_engine
 from effstack.errors import one_line
 from effstack.hardware import library_versions, machine_info

@@ -180,7 +180,7 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def offline_throughput(args: argparse.Namespace, engine: str, precision: str, batch: int) -> float:
-    from effstack.bench.scenarios import offline
+    from effstack.measure.scenarios import offline
     from effstack.engines import SessionOptions, get_engine
     from effstack.models import load_model
 

@@ -354,7 +354,6 @@ def _ort_path(kind: str) -> Callable[[int, int], Callable[[], Any] | None]:
         if not (_installed("onnxruntime") and _installed("onnx")):
             return None
         import numpy as np
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from effstack.bench.row import ResultRow
+from effstack.measure.row import ResultRow
 from effstack.errors import ArtifactError
 from effstack.report import format_text, print_rows, read_report, read_rows, render_table, write_rows
 from effstack.report.table import COLUMNS

@@ -65,3 +65,9 @@ def test_missing_optional_package_names_the_extra(monkeypatch):
 
 def test_every_engine_is_listed():
     assert set(ENGINES.names()) >= {"torch", "torch_compile", "onnxruntime", "openvino", "tensorrt", "null"}
+
+
+def test_bench_verb_survives_importing_the_measure_package():
+    import effstack.measure.scenarios  # noqa: F401  (a subpackage import must not shadow the verb)
+
+    assert callable(effstack.bench) and effstack.bench.__name__ == "bench"

@@ -44,7 +44,7 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace, spec) -> list:
-    from ..bench import bench
+    from ..measure import bench
     from ..engines import PRECISIONS, canonical
     from ..errors import PrecisionError
     from ..models import load_model

@@ -47,7 +47,7 @@ def parse_knobs(items: list[str] | None) -> dict[str, Any]:
     """``["openvino.hint=throughput", "channels_last=true"]`` -> ``{"openvino": {"hint": ...}, "channels_last": True}``.
 
     A knob without an engine prefix applies to every engine; ``ENGINE.KEY`` applies to that engine only
-    (the shape :func:`effstack.bench.bench` takes).
+    (the shape :func:`effstack.measure.bench` takes).
     """
     from ..engines import canonical
 

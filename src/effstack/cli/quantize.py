@@ -95,8 +95,8 @@ def _image_folder(path: Path, spec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    """Atomic JSON write. (Not report.jsonio: importing it imports the ``effstack.bench`` package, which
-    hides the lazily exported ``effstack.bench`` function; see compress.guard._offline.)"""
+    """Atomic JSON write. (Not report.jsonio: importing it imports the ``effstack.measure`` package, which
+    hides the lazily exported ``effstack.measure`` function; see compress.guard._offline.)"""
     from ..errors import ArtifactError
     from ..export._cache import atomic_file
 

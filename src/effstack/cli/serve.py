@@ -167,7 +167,7 @@ def _print_step(r: Any, ok: bool | None = None) -> None:
 
 
 def _row(r: Any, target: Any, binary: bool) -> Any:
-    from ..bench.row import ResultRow
+    from ..measure.row import ResultRow
 
     lat = r.latency
     return ResultRow(

@@ -103,30 +103,11 @@ def _ov_float_layers(compiled: Any) -> list[str]:
     return out
 
 
-def _offline() -> Callable[..., Any]:
-    """Import the offline scenario without shadowing the public ``effstack.bench`` function.
-
-    Importing the ``effstack.bench`` package for the first time sets the attribute ``effstack.bench`` to
-    the package, hiding the lazily exported function of the same name (``effstack.bench(...)`` in the
-    README would then fail with "'module' object is not callable"). Drop that attribute again so the
-    lazy lookup returns the function.
-    """
-    import types
-
-    import effstack
-
-    had = "bench" in vars(effstack)
-    from ..bench.scenarios import offline
-
-    if not had and isinstance(vars(effstack).get("bench"), types.ModuleType):
-        delattr(effstack, "bench")
-    return offline
-
-
 def offline_measure(duration_s: float = 1.0, repeats: int = 3) -> Measure:
-    """A :data:`Measure` that runs :func:`effstack.bench.scenarios.offline` and returns the median samples/s."""
+    """A :data:`Measure` that runs :func:`effstack.measure.scenarios.offline` and returns the median samples/s."""
     def measure(session: Any, x: np.ndarray) -> float:
-        offline = _offline()
+        from ..measure.scenarios import offline
+
         return float(offline(session, x, duration_s=duration_s, repeats=repeats).throughput.median)
 
     return measure

@@ -4,7 +4,7 @@ Writes are atomic (a temporary file in the same directory, then ``os.replace``),
 crash mid-write never leaves a half-written results file.
 
 >>> import tempfile, pathlib
->>> from effstack.bench.row import ResultRow
+>>> from effstack.measure.row import ResultRow
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.json"
 >>> _ = write_rows(path, [ResultRow(model="m", engine="null")], machine={}, versions={})
 >>> read_rows(path)[0].engine
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..bench.row import SCHEMA_VERSION, ResultRow, utc_now
+from ..measure.row import SCHEMA_VERSION, ResultRow, utc_now
 from ..errors import ArtifactError
 
 __all__ = ["atomic_write_text", "write_rows", "read_rows", "read_report"]

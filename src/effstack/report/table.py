@@ -7,7 +7,7 @@ Both renderings show the same columns from the same rows::
 
 ``±`` after samples/s is half the (max - min) / median range of the repeats.
 
->>> from effstack.bench.row import ResultRow
+>>> from effstack.measure.row import ResultRow
 >>> text = format_text([ResultRow(model="m", engine="null", precision="fp32", status="skipped", error="no")])
 >>> text.splitlines()[1].endswith("skipped: no")
 True
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..bench.row import ResultRow
+    from ..measure.row import ResultRow
 
 __all__ = ["COLUMNS", "cells", "format_text", "render_table", "print_rows"]
 

@@ -1,6 +1,6 @@
 """An open-loop load generator for Open Inference Protocol servers that does not lie.
 
-Arrivals follow :func:`effstack.bench.scenarios.poisson_schedule` (seeded, drawn in advance); each request
+Arrivals follow :func:`effstack.measure.scenarios.poisson_schedule` (seeded, drawn in advance); each request
 is sent at its scheduled time whatever happened to earlier ones, and its latency counts from that
 *scheduled* time, so a server that stalls cannot hide the queue forming behind it. Requests still
 unanswered when the drain time runs out count as ``incomplete`` and make a step fail. Errors (503, 504,
@@ -9,7 +9,7 @@ answers that carried a result — and a step with more than ``max_error_rate`` e
 load cannot pass for speed.
 
 It runs on asyncio with a small HTTP/1.1 client of its own (keep-alive connections, one request per
-connection at a time): :func:`effstack.bench.scenarios.server`'s thread pool caps the requests in flight
+connection at a time): :func:`effstack.measure.scenarios.server`'s thread pool caps the requests in flight
 at its worker count and cannot tell a 503 from a result, so only its schedule and statistics are reused.
 
 >>> r = asyncio.run(run_load(target, rate_qps=50, duration_s=5))   # doctest: +SKIP
@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..bench.scenarios import poisson_schedule
-from ..bench.stats import LatencyStats, latency_stats
+from ..measure.scenarios import poisson_schedule
+from ..measure.stats import LatencyStats, latency_stats
 from ..errors import ConfigError, EngineError
 from .protocol import DATATYPES
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..bench.stats import percentile
-from ..bench.timer import Timer
+from ..measure.stats import percentile
+from ..measure.timer import Timer
 from ..errors import ConfigError, UnknownModelError, suggest
 from .config import ServingConfig
 from .errors import ModelNotReady

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from effstack.bench.cpu import CpuUsage
-from effstack.bench.row import SCHEMA_VERSION, ResultRow, dominant_precision
-from effstack.bench.scenarios import ScenarioResult
-from effstack.bench.stats import latency_stats, spread
+from effstack.measure.cpu import CpuUsage
+from effstack.measure.row import SCHEMA_VERSION, ResultRow, dominant_precision
+from effstack.measure.scenarios import ScenarioResult
+from effstack.measure.stats import latency_stats, spread
 from effstack.errors import ArtifactError, ConfigError
 
 PEAK = {"rates": {"fp32": {"gops": 100.0, "path": "onnxruntime"}, "int8": {"gops": 400.0, "path": "openvino"}}}

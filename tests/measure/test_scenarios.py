@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from effstack.bench.scenarios import offline, poisson_schedule, server, single_stream
-from effstack.bench.timer import Timer
+from effstack.measure.scenarios import offline, poisson_schedule, server, single_stream
+from effstack.measure.timer import Timer
 from effstack.errors import ConfigError, InputError
 
 from .fakes import FakeSession

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from effstack.bench.cpu import OtherCpu, read_proc_stat
+from effstack.measure.cpu import OtherCpu, read_proc_stat
 
 
 def test_meter_reports_within_bounds():

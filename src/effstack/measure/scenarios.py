@@ -9,11 +9,11 @@
   from a seeded generator; a scheduler issues each query at its scheduled time, and latency counts
   from the *scheduled* time, so a slow reply cannot hide the queue that forms behind it.
 
-Every scenario warms up first (through the one :class:`~effstack.bench.timer.Timer`), is bounded in
+Every scenario warms up first (through the one :class:`~effstack.measure.timer.Timer`), is bounded in
 query count and in time, meters other processes' CPU during the timed part, and returns a
 :class:`ScenarioResult`.
 
->>> from effstack.bench.scenarios import single_stream      # doctest: +SKIP
+>>> from effstack.measure.scenarios import single_stream      # doctest: +SKIP
 >>> r = single_stream(session, x, duration_s=2.0)           # doctest: +SKIP
 >>> r.latency.p99_ms, r.throughput.median                   # doctest: +SKIP
 """

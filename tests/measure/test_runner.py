@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from effstack.bench import bench
+from effstack.measure import bench
 from effstack.errors import ConfigError
 from effstack.models import ModelSpec
 
@@ -49,7 +49,7 @@ def test_missing_package_is_skipped_with_the_pip_extra(monkeypatch):
 
 def test_a_crashing_cell_costs_one_row_and_the_sweep_goes_on(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
-    spec = ModelSpec("tests.bench.fakes:crash_once", options={"marker": str(tmp_path / "crashed")})
+    spec = ModelSpec("tests.measure.fakes:crash_once", options={"marker": str(tmp_path / "crashed")})
     rows = bench(spec, ["null"], ["fp32"], [1, 2], duration=0.05, isolate=True, progress=False, peak=False,
                  timeout_s=120)
     assert [r.status for r in rows] == ["error", "ok"], [r.error for r in rows]

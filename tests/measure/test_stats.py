@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from effstack.bench.stats import chunk_throughputs, latency_stats, percentile, spread
+from effstack.measure.stats import chunk_throughputs, latency_stats, percentile, spread
 from effstack.errors import ConfigError
 
 

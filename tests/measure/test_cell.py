@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from effstack.bench.cell import Cell, run_cell
+from effstack.measure.cell import Cell, run_cell
 from effstack.models import ModelSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(autouse=True)
 def _children_import_tests(monkeypatch):
-    # child processes import the crashing factories from tests.bench.fakes
+    # child processes import the crashing factories from tests.measure.fakes
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
 
@@ -40,7 +40,7 @@ def test_in_process_cell_ok():
     ],
 )
 def test_isolated_failure_is_one_error_row(factory, reason):
-    row = run_cell(_cell(f"tests.bench.fakes:{factory}"), isolate=True, timeout_s=120)
+    row = run_cell(_cell(f"tests.measure.fakes:{factory}"), isolate=True, timeout_s=120)
     assert row.status == "error"
     assert reason in row.error
     assert "\n" not in row.error
@@ -48,12 +48,12 @@ def test_isolated_failure_is_one_error_row(factory, reason):
 
 
 def test_isolated_segfault_quotes_stderr():
-    row = run_cell(_cell("tests.bench.fakes:segfaults"), isolate=True, timeout_s=120)
+    row = run_cell(_cell("tests.measure.fakes:segfaults"), isolate=True, timeout_s=120)
     assert "stderr: Fatal Python error" in row.error
 
 
 def test_isolated_timeout_is_one_error_row():
-    row = run_cell(_cell("tests.bench.fakes:hangs"), isolate=True, timeout_s=1.5)
+    row = run_cell(_cell("tests.measure.fakes:hangs"), isolate=True, timeout_s=1.5)
     assert row.status == "error" and row.error.startswith("timed out after 1.5 s")
 
 

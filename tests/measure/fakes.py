@@ -1,7 +1,7 @@
 """Fake sessions and crashing model factories for the measurement tests.
 
-The factories are imported by child processes (``python -m effstack.bench.cell``) through a
-``"tests.bench.fakes:<name>"`` model spec, so they live in an importable module, not in a test file.
+The factories are imported by child processes (``python -m effstack.measure.cell``) through a
+``"tests.measure.fakes:<name>"`` model spec, so they live in an importable module, not in a test file.
 """
 
 from __future__ import annotations

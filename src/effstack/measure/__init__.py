@@ -1,9 +1,9 @@
 """Measurement: one timer, named scenarios, flat result rows, isolated cells, and the sweep.
 
->>> from effstack.bench import bench
+>>> from effstack.measure import bench
 >>> rows = bench("resnet50", ["onnxruntime", "openvino"], ["fp32", "int8"], [1, 8])  # doctest: +SKIP
 
-Names are imported on first use: ``python -m effstack.bench.cell`` (the isolated child) must not
+Names are imported on first use: ``python -m effstack.measure.cell`` (the isolated child) must not
 find its own module already imported by this package.
 """
 
@@ -29,7 +29,7 @@ __all__ = sorted(_LAZY)
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'effstack.bench' has no attribute {name!r}")
+        raise AttributeError(f"module 'effstack.measure' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from effstack.bench.timer import Timer
+from effstack.measure.timer import Timer
 from effstack.errors import ConfigError
 
 

@@ -1,6 +1,6 @@
 """Run ONE engine/precision/batch cell, isolated in a subprocess so a crash costs one row.
 
-``python -m effstack.bench.cell`` reads a JSON :class:`Cell` on stdin and writes the result row
+``python -m effstack.measure.cell`` reads a JSON :class:`Cell` on stdin and writes the result row
 as JSON on the last line of stdout (library chatter is diverted to stderr, so that line stands
 alone). The parent turns a crash, a segfault, a timeout or a raised exception into one row with
 status ``"error"`` and a one-line reason that quotes the end of the child's stderr.
@@ -170,7 +170,7 @@ def run_cell(cell: Cell | dict[str, Any], isolate: bool = True, timeout_s: float
 
     Args:
         cell: a :class:`Cell` or its dict.
-        isolate: run in a child process (``python -m effstack.bench.cell``) so that a segfault
+        isolate: run in a child process (``python -m effstack.measure.cell``) so that a segfault
             or a hang costs one row; False runs in this process (tests, debugging).
         timeout_s: kill the child after this many seconds (default: ``cell.timeout_s``, 600).
 
@@ -185,7 +185,7 @@ def run_cell(cell: Cell | dict[str, Any], isolate: bool = True, timeout_s: float
     # the child must import this very effstack, installed or not
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SRC), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "effstack.bench.cell"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "effstack.measure.cell"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,  # own group: kill it whole
     )
     try:
