@@ -40,11 +40,13 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _precision(row: "ResultRow") -> str:
-    # requested -> executed, so an "int8" build that ran in float is visible at a glance
+    """``int8 → int8 54/54``: what was asked, what the kernels ran, and how many compute layers ran it."""
     ran = row.executed_precision
-    if not ran or ran == row.precision:
-        return row.precision
-    return f"{row.precision} → {ran}"
+    counts = row.executed_counts or {}
+    total = sum(counts.values())
+    if not ran or not total:
+        return row.precision if not ran or ran == row.precision else f"{row.precision} → {ran}"
+    return f"{row.precision} → {ran} {counts.get(ran, 0)}/{total}"
 
 
 def _throughput(row: "ResultRow") -> str:
