@@ -24,7 +24,7 @@ from typing import Any
 from ..measure.row import SCHEMA_VERSION, ResultRow, utc_now
 from ..errors import ArtifactError
 
-__all__ = ["atomic_write_text", "write_rows", "read_rows", "read_report"]
+__all__ = ["atomic_write_text", "read_json", "write_rows", "read_rows", "read_report"]
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -82,19 +82,27 @@ def write_rows(
     return atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
 
 
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """Parse a JSON file, or raise :class:`ArtifactError` naming ``what`` it should have been.
+
+    Example: ``read_json("serving.json", "serving config")``.
+    """
+    path = Path(path).expanduser()
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{what} {str(path)!r} does not exist; check the path") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read {what} {str(path)!r}: {' '.join(str(exc).split())}") from None
+
+
 def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a results file; ``"rows"`` holds :class:`ResultRow` objects, other keys are as written.
 
     Raises:
         ArtifactError: missing, unreadable, not JSON, or not an effstack results file.
     """
-    path = Path(path).expanduser()
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"results file {str(path)!r} does not exist; check the path") from None
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot read results file {str(path)!r}: {' '.join(str(exc).split())}") from None
+    doc = read_json(path, "results file")
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
         raise ArtifactError(f"{str(path)!r} is not an effstack results file (no 'rows' list)")
     return {**doc, "rows": [ResultRow.from_dict(r) for r in doc["rows"]]}

@@ -12,7 +12,6 @@ True
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engines.base import PRECISIONS, available_cores
-from ..errors import ArtifactError, ConfigError
+from ..errors import ConfigError
 from ..models.spec import ModelSpec
 from .batcher import BatchingPolicy
 
@@ -205,14 +204,10 @@ class ServingConfig:
             ArtifactError: the file is missing or not JSON.
             ConfigError: its settings are invalid.
         """
+        from ..report.jsonio import read_json
+
         path = Path(path)
-        try:
-            doc = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ArtifactError(f"serving config {str(path)!r} does not exist; check the path") from None
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"cannot read serving config {str(path)!r}: {' '.join(str(exc).split())}") from None
-        config = cls.from_dict(doc)
+        config = cls.from_dict(read_json(path, "serving config"))
         spec = config.model
         if isinstance(spec, ModelSpec):
             local = path.parent / spec.source
