@@ -92,6 +92,7 @@ def test_loadtest_against_a_server(server_factory, tiny_mlp_model, tmp_path, cap
     assert main(["loadtest", srv.url, "--model", "nope", "--duration", "0.1"]) == 2
 
 
+@pytest.mark.timeout(180)  # LoadGen waits for every query; a lost answer must fail the test, not stall CI
 def test_mlperf_loadgen_server_and_offline(server_factory, tiny_mlp_model, tmp_path, capsys):
     """The real LoadGen, short and small: against an engine session and against the server's URL."""
     pytest.importorskip("mlperf_loadgen")

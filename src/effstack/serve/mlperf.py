@@ -59,6 +59,9 @@ class SessionSUT:
         self.pool.shutdown(wait=True)
 
 
+REQUEST_TIMEOUT_S = 30.0  # one request's longest wait before it counts as an error
+
+
 class UrlSUT:
     """Answers queries by sending the prepared :class:`~effstack.serve.loadtest.Target` request, one per sample."""
 
@@ -80,12 +83,15 @@ class UrlSUT:
             asyncio.run_coroutine_threadsafe(self._one(lg, s.id), self.loop)
 
     async def _one(self, lg: Any, sample_id: int) -> None:
+        # Every query must be answered, whatever happens to its request: LoadGen waits for each one
+        # forever, so a request that raised anything or stalled would hang the whole test.
         try:
-            status, _, _ = await self.pool.send(self.target.request)
+            status, _, _ = await asyncio.wait_for(self.pool.send(self.target.request), REQUEST_TIMEOUT_S)
             self.errors += status != 200
-        except (OSError, ConnectionError, asyncio.IncompleteReadError):
+        except Exception:  # noqa: BLE001 - counted as an error, and the query is still completed
             self.errors += 1
-        lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
+        finally:
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.pool.close)
