@@ -10,27 +10,15 @@ are pure and import no web framework; the HTTP app (:mod:`~effstack.serve.app`) 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 _LAZY = {
     "BatchingPolicy": "batcher", "decide": "batcher", "Pending": "batcher", "Decision": "batcher",
     "BatchQueue": "batcher", "Batcher": "workers", "ServingConfig": "config", "ModelRunner": "repository",
     "ModelRepository": "repository", "resolve_target": "repository", "ServerOptions": "app", "create_app": "app",
-    "ServerMetrics": "metrics", "BackgroundServer": "server", "run_server": "server", "loadtest": "loadtest",
+    "ServerMetrics": "metrics", "BackgroundServer": "server", "run_server": "server",
 }
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'effstack.serve' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
