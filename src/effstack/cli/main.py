@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import EffstackError, one_line
 from . import bench as bench_cmd
+from . import index as index_cmd
 from . import info as info_cmd
 from . import quantize as quantize_cmd
 from . import serve as serve_cmd
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench_cmd.add_parser(sub)
     bench_cmd.add_demo_parser(sub)
+    index_cmd.add_parsers(sub)
     info_cmd.add_parsers(sub)
     quantize_cmd.add_parsers(sub)
     serve_cmd.add_parsers(sub)

@@ -1,0 +1,231 @@
+"""``effstack index build|add|remove|query|info``: a similarity index of an image collection.
+
+``build`` embeds every image under ``--images`` with MODEL (default layer: the pooled features before the
+classifier) and writes the index to ``--out``; run it again after an interruption and it carries on where it
+stopped (images already indexed are skipped). The other commands load the model the index records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .common import add_model_options, model_spec_from_args
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build, change and query an image-similarity index",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    b = isub.add_parser("build", help="embed a folder of images into a new (or interrupted) index")
+    add_model_options(b)
+    b.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
+    b.add_argument("--out", required=True, metavar="INDEX", help="the index folder to write")
+    b.add_argument("--layer", help="layer to embed from (default: pooled features before the classifier; "
+                   "'output': the model's output)")
+    b.add_argument("--kind", choices=["flat", "hnsw", "ivfpq"], help="pin the index kind (default: chosen by size)")
+    b.add_argument("--recall-target", type=float, default=0.95, help="recall@10 an approximate index is tuned to")
+    _add_run_options(b, default_engine="auto")
+    b.set_defaults(func=cmd_build)
+
+    a = isub.add_parser("add", help="add images (files or folders) to an index")
+    a.add_argument("index", metavar="INDEX")
+    a.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders; ids are paths inside a "
+                   "folder, or file names")
+    _add_run_options(a)
+    a.set_defaults(func=cmd_add)
+
+    r = isub.add_parser("remove", help="remove images from an index by id")
+    r.add_argument("index", metavar="INDEX")
+    r.add_argument("ids", nargs="+", metavar="ID")
+    r.set_defaults(func=cmd_remove)
+
+    q = isub.add_parser("query", help="the images nearest an image (or a stored id)")
+    q.add_argument("index", metavar="INDEX")
+    q.add_argument("image", nargs="?", metavar="IMAGE", help="the query image file")
+    q.add_argument("--id", help="search by a stored image's id instead of an image file")
+    q.add_argument("-k", type=int, default=10, help="neighbours to return (default 10)")
+    q.add_argument("--json", metavar="PATH", help="write the hits as JSON ('-': standard output)")
+    _add_run_options(q)
+    q.set_defaults(func=cmd_query)
+
+    i = isub.add_parser("info", help="size, kind, tuning and model of an index")
+    i.add_argument("index", metavar="INDEX")
+    i.add_argument("--ids", action="store_true", help="also list every id")
+    i.set_defaults(func=cmd_info)
+
+
+def _add_run_options(p: argparse.ArgumentParser, default_engine: str | None = None) -> None:
+    p.add_argument("--engine", default=default_engine, help="engine computing embeddings (default auto)")
+    p.add_argument("--precision", help="fp32 or int8 (default fp32, or what the index was built with)")
+    p.add_argument("--threads", type=int, help="compute threads (default: all cores)")
+    p.add_argument("--batch", type=int, default=32, help="images per engine call (default 32)")
+
+
+def _progress(total: int) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rich.console import Console
+
+    return Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed} img/s"),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+                    disable=not sys.stderr.isatty() or total == 0)
+
+
+def index_images(index: Any, embedder: Any, items: list[tuple[str, Path]]) -> tuple[int, list[str]]:
+    """Embed and add ``(id, path)`` items batch by batch (each batch acknowledged when added).
+
+    Returns the number added and a line per unreadable image.
+    """
+    errors: list[str] = []
+    added = 0
+    by_path = {p: i for i, p in items}
+    with _progress(len(items)) as bar:
+        task = bar.add_task("embed", total=len(items))
+        for paths, vectors in embedder.embed_paths([p for _, p in items], lambda p, e: errors.append(str(e))):
+            added += index.add([by_path[p] for p in paths], vectors, [str(p) for p in paths])
+            bar.update(task, completed=added + len(errors))
+    return added, errors
+
+
+def _report(added: int, skipped: int, errors: list[str], seconds: float, index: Any) -> None:
+    for line in errors[:5]:
+        print(f"effstack: warning: skipped {line}", file=sys.stderr)
+    if len(errors) > 5:
+        print(f"effstack: warning: ... and {len(errors) - 5} more unreadable images", file=sys.stderr)
+    rate = added / seconds if seconds > 0 else 0.0
+    print(f"indexed {added} images in {seconds:.1f} s ({rate:.1f} images/s); {skipped} already there, "
+          f"{len(errors)} unreadable")
+    info = index.info()
+    tuned = f", {info['tuning']['param']}={info['tuning']['value']} (recall@10 {info['tuning']['recall']:.3f})" \
+        if info["tuning"]["param"] else ""
+    print(f"index {info['path']}: {info['count']} images, {info['kind']}{tuned}")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ..search import Index, list_images, load_embedder
+
+    out = Path(args.out).expanduser()
+    images = list_images(args.images)
+    root = Path(args.images).expanduser().resolve()
+    embedder = load_embedder(model_spec_from_args(args), args.layer, args.engine, args.precision or "fp32",
+                             args.threads, args.batch)
+    try:
+        if (out / "manifest.json").exists():
+            index = Index.open(out, writable=True, fingerprint=embedder.fingerprint)
+            print(f"resuming {out}: {len(index)} images already indexed")
+        else:
+            index = Index.create(out, embedder.describe(), embedder.dim, args.kind, args.recall_target)
+        with index:
+            items = [(p.relative_to(root).as_posix(), p.resolve()) for p in images]
+            todo = [(i, p) for i, p in items if i not in index]
+            t0 = time.perf_counter()
+            added, errors = index_images(index, embedder, todo)
+            seconds = time.perf_counter() - t0
+            index.checkpoint()
+            _report(added, len(items) - len(todo), errors, seconds, index)
+    finally:
+        embedder.close()
+    return 0
+
+
+def _embedder_for(index: Any, args: argparse.Namespace) -> Any:
+    from ..search.embed import embedder_from_manifest
+
+    return embedder_from_manifest(index.model, args.engine or "auto", args.precision, args.threads, args.batch)
+
+
+def _expand(sources: list[str]) -> list[tuple[str, Path]]:
+    from ..search import list_images
+
+    items: list[tuple[str, Path]] = []
+    for s in sources:
+        path = Path(s).expanduser()
+        if path.is_dir():
+            items += [(p.relative_to(path).as_posix(), p.resolve()) for p in list_images(path)]
+        elif path.is_file():
+            items.append((path.name, path.resolve()))
+        else:
+            raise InputError(f"{s!r} is neither an image file nor a folder; check the path")
+    return items
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from ..search import Index
+
+    items = _expand(args.images)
+    with Index.open(args.index, writable=True) as index:
+        embedder = _embedder_for(index, args)
+        try:
+            t0 = time.perf_counter()
+            added, errors = index_images(index, embedder, items)
+            _report(added, 0, errors, time.perf_counter() - t0, index)
+        finally:
+            embedder.close()
+    return 0 if added or not items else 1
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from ..search import Index
+
+    with Index.open(args.index, writable=True) as index:
+        n = index.remove(args.ids)
+        missing = len(set(args.ids)) - n
+        print(f"removed {n} images" + (f"; {missing} ids were not in the index" if missing else "")
+              + f"; {len(index)} remain")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from ..search import Index
+
+    if (args.image is None) == (args.id is None):
+        raise InputError("give either a query IMAGE or --id ID, not both or neither")
+    if args.k < 1:
+        raise InputError(f"-k must be at least 1, got {args.k}")
+    index = Index.open(args.index)
+    t0 = time.perf_counter()
+    if args.id is not None:
+        hits = index.search_id(args.id, args.k)
+        embed_ms = 0.0
+    else:
+        embedder = _embedder_for(index, args)
+        try:
+            t0 = time.perf_counter()
+            q = embedder.embed_images([Path(args.image).expanduser()])
+            embed_ms = (time.perf_counter() - t0) * 1e3
+            hits = index.search(q, args.k)[0]
+        finally:
+            embedder.close()
+    total_ms = (time.perf_counter() - t0) * 1e3
+    doc = {"query": args.id or args.image, "k": args.k, "took_ms": round(total_ms, 3),
+           "embed_ms": round(embed_ms, 3), "hits": [h.to_dict() for h in hits]}
+    if args.json == "-":
+        print(json.dumps(doc, indent=1))
+        return 0
+    for rank, h in enumerate(hits, 1):
+        print(f"{rank:3d}  {h.score:7.4f}  {h.id}  {h.path}")
+    print(f"{len(hits)} hits in {total_ms:.1f} ms (decode + embed {embed_ms:.1f} ms)")
+    if args.json:
+        from ..report.jsonio import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..search import Index
+
+    index = Index.open(args.index)
+    info = index.info()
+    if args.ids:
+        info["ids"] = index.ids
+    print(json.dumps(info, indent=1))
+    return 0

@@ -1,0 +1,258 @@
+"""Image embeddings from a CNN layer, computed in batches through an effstack engine session.
+
+The default layer is the pooled features before the classifier: the model with its last ``nn.Linear``
+replaced by ``nn.Identity`` (a ResNet's 2048 pooled features). ``layer="NAME"`` takes any node torchvision's
+feature extractor names instead (spatial maps are averaged over their positions); ``layer="output"`` uses
+the model's output as it is (a model that already is an embedder, or an ONNX file).
+
+>>> emb = load_embedder("effstack.testing:tiny_cnn", engine="torch")      # doctest: +SKIP
+>>> emb.embed(np.zeros((2, 3, 32, 32), np.float32)).shape                  # doctest: +SKIP
+(2, 32)
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, InputError, suggest
+from ..models.spec import InputSpec, ModelSpec
+from .vectors import normalize
+
+__all__ = ["IMAGE_SUFFIXES", "Embedder", "decode_image", "feature_module", "list_images", "load_embedder"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+
+def feature_module(module: Any, layer: str | None = None) -> tuple[Any, str]:
+    """``(module that outputs the features, the layer's name)``.
+
+    Raises:
+        ConfigError: ``layer`` is not a node of the model (close names are suggested).
+    """
+    from torch import nn
+
+    if layer == "output":
+        return module, "output"
+    if layer is None:
+        linears = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            return module, "output"  # no classifier: the model is an embedder already
+        clone = copy.deepcopy(module)
+        clone.set_submodule(linears[-1], nn.Identity())
+        return clone.eval(), f"{linears[-1]}:input"
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    names = get_graph_node_names(module)[1]
+    if layer not in names:
+        raise ConfigError(f"layer must be a node of the model, got {layer!r}; its nodes include "
+                          f"{', '.join(names[-6:])}." + suggest(layer, names))
+    return _Pooled(create_feature_extractor(copy.deepcopy(module), return_nodes={layer: "features"})).eval(), layer
+
+
+def _pooled_cls() -> type:
+    from torch import nn
+
+    class Pooled(nn.Module):
+        """A feature extractor's output averaged over spatial positions: (N, C, H, W) -> (N, C)."""
+
+        def __init__(self, inner: nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            y = self.inner(x)["features"]
+            return y.flatten(2).mean(-1) if y.dim() > 2 else y
+
+    return Pooled
+
+
+def _Pooled(inner: Any) -> Any:
+    return _pooled_cls()(inner)
+
+
+def decode_image(source: str | os.PathLike[str] | bytes, spec: InputSpec) -> np.ndarray:
+    """One image as the model's input ``(C, H, W)`` float32: resized so its shorter side fits, centre-cropped,
+    scaled to [0, 1] and normalised with the spec's mean and std.
+
+    Raises:
+        InputError: the file or bytes are not an image Pillow can read, or the model's input is not an image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if len(spec.shape) != 3:
+        raise InputError(f"the model's input must be an image (C, H, W), got shape {spec.shape}")
+    c, h, w = spec.shape
+    what = "the uploaded image" if isinstance(source, (bytes, bytearray)) else repr(str(source))
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
+            img = ImageOps.exif_transpose(img).convert("L" if c == 1 else "RGB")
+            scale = max(h / img.height, w / img.width)
+            size = (max(w, round(img.width * scale)), max(h, round(img.height * scale)))
+            img = img.resize(size, Image.Resampling.BILINEAR)
+            left, top = (size[0] - w) // 2, (size[1] - h) // 2
+            arr = np.asarray(img.crop((left, top, left + w, top + h)), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{what} cannot be read as an image ({' '.join(str(exc).split())[:120]}); "
+                         "give a JPEG, PNG or another format Pillow reads") from None
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    if c not in (1, 3):
+        raise InputError(f"the model's input must have 1 or 3 channels to take images, got {c}")
+    if spec.mean is not None and spec.std is not None:
+        mean = np.asarray(spec.mean, np.float32)[: c, None, None]
+        std = np.asarray(spec.std, np.float32)[: c, None, None]
+        arr = (arr - mean) / std
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` (recursively, sorted; hidden files skipped).
+
+    Raises:
+        InputError: ``folder`` is not a folder.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise InputError(f"--images must be a folder of images, got {str(root)!r}; check the path")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+class Embedder:
+    """A model that turns images into L2-normalised embeddings through one engine session.
+
+    Build with :func:`load_embedder`. ``fingerprint`` identifies the weights and the layer (not the engine or
+    precision: an INT8 session of the same model fills the same index).
+    """
+
+    def __init__(self, model: Any, session: Any, layer: str, source: dict[str, Any], batch: int = 32):
+        self.model = model
+        self.session = session
+        self.layer = layer
+        self.source = source
+        self.batch = batch
+        self.input: InputSpec = model.input
+        self.fingerprint = hashlib.sha256(f"{model.fingerprint}|{layer}".encode()).hexdigest()[:16]
+        self.dim = int(self.embed(model.input.example(1)).shape[1])
+
+    def describe(self) -> dict[str, Any]:
+        """What an index's manifest records about the model (enough to load it again)."""
+        return {"fingerprint": self.fingerprint, "name": self.model.name, "layer": self.layer, **self.source,
+                "engine": self.session.engine, "precision": self.session.precision}
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Embeddings ``(N, dim)`` of a preprocessed batch ``(N, C, H, W)``, run in chunks of ``batch``."""
+        x = self.input.validate(np.asarray(x, dtype=np.float32))
+        outs = []
+        for start in range(0, len(x), self.batch):
+            y = np.asarray(self.session.run(np.ascontiguousarray(x[start : start + self.batch])), np.float32)
+            outs.append(y.reshape(len(y), y.shape[1], -1).mean(-1) if y.ndim > 2 else y.reshape(len(y), -1))
+        return normalize(np.concatenate(outs))
+
+    def embed_images(self, sources: Sequence[str | os.PathLike[str] | bytes]) -> np.ndarray:
+        """Decode and embed images (paths or encoded bytes). Raises :class:`InputError` for an unreadable one."""
+        return self.embed(np.stack([decode_image(s, self.input) for s in sources]))
+
+    def embed_paths(self, paths: Sequence[Path], on_error: Callable[[Path, Exception], None] | None = None
+                    ) -> Iterator[tuple[list[Path], np.ndarray]]:
+        """Yield ``(paths, embeddings)`` batch by batch; unreadable images go to ``on_error`` (else raise)."""
+        for chunk in _chunks(paths, self.batch):
+            good, arrays = [], []
+            for p in chunk:
+                try:
+                    arrays.append(decode_image(p, self.input))
+                    good.append(p)
+                except InputError as exc:
+                    if on_error is None:
+                        raise
+                    on_error(p, exc)
+            if good:
+                yield good, self.embed(np.stack(arrays))
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _spec_dict(spec: ModelSpec) -> dict[str, Any]:
+    d = spec.to_dict()
+    for key in ("source", "weights"):  # absolute paths: the index may be used from another folder
+        if d.get(key) and Path(d[key]).expanduser().exists():
+            d[key] = str(Path(d[key]).expanduser().resolve())
+    return d
+
+
+def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", precision: str = "fp32",
+                  threads: int | None = None, batch: int = 32, input: InputSpec | None = None) -> Embedder:
+    """Load ``model`` (a spec string, :class:`ModelSpec` or loaded model) as an :class:`Embedder`.
+
+    Args:
+        layer: the layer whose output is the embedding (None: pooled features before the classifier).
+        engine: an effstack engine name; ``auto`` picks openvino, else onnxruntime, else torch.
+        precision: the session's precision (fp32, int8, ...).
+        batch: images per engine call.
+
+    Raises:
+        ConfigError: an unknown layer, or a layer asked of an ONNX model.
+        UnknownModelError, ArtifactError, MissingDependencyError, PrecisionError, EngineError: from loading.
+    """
+    from ..engines import SessionOptions, get_engine
+    from ..models import load_model
+    from ..models.loader import LoadedModel, fingerprint_module
+    from ..serve.repository import _auto_engine
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(ModelSpec.coerce(model), input=input)
+    if loaded.module is None:
+        if layer not in (None, "output"):
+            raise ConfigError(f"layer {layer!r} cannot be taken from an ONNX model; export the model to "
+                              "end at that layer, or pass a PyTorch model")
+        feat, layer_name = loaded, "output"
+    else:
+        module, layer_name = feature_module(loaded.module, layer)
+        feat = replace(loaded, module=module, fingerprint=fingerprint_module(module, loaded.input),
+                       name=f"{loaded.name}-embed")
+    session = get_engine(_auto_engine() if engine == "auto" else engine).load(
+        feat, SessionOptions(precision=precision, threads=threads, batch=batch))
+    source = {"spec": _spec_dict(loaded.spec), "input": loaded.input.to_dict()}
+    try:
+        return Embedder(feat, session, layer_name, source, batch)
+    except BaseException:
+        session.close()
+        raise
+
+
+def embedder_from_manifest(model: dict[str, Any], engine: str = "auto", precision: str | None = None,
+                           threads: int | None = None, batch: int = 32) -> Embedder:
+    """The embedder an index's manifest describes (its model spec, input and layer).
+
+    Raises:
+        ArtifactError: the manifest names no loadable model, or the model loaded now differs from the one
+            that built the index (its fingerprint changed: the weights file was replaced).
+    """
+    from ..errors import ArtifactError
+
+    spec = model.get("spec")
+    if not isinstance(spec, dict):
+        raise ArtifactError("the index's manifest records no model spec; pass the model with --model")
+    layer = model.get("layer")
+    emb = load_embedder(ModelSpec.from_dict(spec), None if str(layer).endswith(":input") else layer, engine,
+                        precision or model.get("precision", "fp32"), threads, batch,
+                        InputSpec.from_dict(model["input"]) if model.get("input") else None)
+    if emb.fingerprint != model.get("fingerprint"):
+        emb.close()
+        raise ArtifactError(f"the model {spec.get('source')!r} loaded now has fingerprint {emb.fingerprint}, but the "
+                            f"index was built with {model.get('fingerprint')}: its weights changed; pass the original "
+                            "model with --model, or rebuild the index")
+    return emb
