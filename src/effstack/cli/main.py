@@ -12,6 +12,7 @@ from ..errors import EffstackError, one_line
 from . import bench as bench_cmd
 from . import index as index_cmd
 from . import info as info_cmd
+from . import ladder as ladder_cmd
 from . import quantize as quantize_cmd
 from . import serve as serve_cmd
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cmd.add_demo_parser(sub)
     index_cmd.add_parsers(sub)
     info_cmd.add_parsers(sub)
+    ladder_cmd.add_parsers(sub)
     quantize_cmd.add_parsers(sub)
     serve_cmd.add_parsers(sub)
     return parser

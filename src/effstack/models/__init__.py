@@ -1,6 +1,7 @@
 """Models: specs, loading, counting."""
 
-from .loader import LoadedModel, count_macs, load_model, torchvision_names
+from .loader import LoadedModel, count_macs, from_module, load_model, recalibrate_batchnorm, torchvision_names
 from .spec import InputSpec, ModelSpec
 
-__all__ = ["InputSpec", "LoadedModel", "ModelSpec", "count_macs", "load_model", "torchvision_names"]
+__all__ = ["InputSpec", "LoadedModel", "ModelSpec", "count_macs", "from_module", "load_model", "recalibrate_batchnorm",
+           "torchvision_names"]

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import ArtifactError, ConfigError, InputError, UnknownModelError, suggest
 from .spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec, ModelSpec
 
@@ -81,6 +83,52 @@ def load_model(spec: ModelSpec | str, input: InputSpec | None = None) -> LoadedM
     if model.module is not None:
         _finish_torch(model)
     return model
+
+
+def from_module(module: Any, input: InputSpec, name: str, source: str | None = None) -> LoadedModel:
+    """Wrap an in-memory torch module (a pruned copy, a distilled student) as a :class:`LoadedModel`.
+
+    The module is put in eval mode with gradients off; its size, MACs and fingerprint are counted.
+
+    Raises:
+        InputError: the module rejects an input of ``input``'s shape.
+
+    Example:
+        >>> from effstack.testing import tiny_cnn
+        >>> from_module(tiny_cnn(), InputSpec((3, 32, 32)), "tiny").params > 0
+        True
+    """
+    spec = ModelSpec(source or f"<memory>:{name}", input=input)
+    model = LoadedModel(name, spec, input, module=module)
+    _finish_torch(model)
+    return model
+
+
+def recalibrate_batchnorm(module: Any, batches: Any) -> int:
+    """Re-estimate every BatchNorm's running statistics from ``batches`` (numpy arrays); returns the count.
+
+    A model with random weights has running statistics (mean 0, variance 1) that do not match its
+    activations, so its outputs collapse to nearly one class; recomputing them from real-looking inputs
+    makes its outputs vary with the input again, which is what an accuracy-as-agreement check needs.
+    The weights are not touched.
+    """
+    import torch
+
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch seen
+    module.train()
+    with torch.no_grad():
+        for b in batches:
+            module(torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)))
+    module.eval()
+    for m, (momentum, _) in zip(norms, saved):
+        m.momentum = momentum
+    return len(norms)
 
 
 # --- torch sources ------------------------------------------------------------------------------

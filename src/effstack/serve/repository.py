@@ -333,7 +333,7 @@ class ModelRepository:
 def resolve_target(target: str, overrides: dict[str, Any], name: str | None = None) -> dict[str, ServingConfig]:
     """What ``effstack serve TARGET`` serves: name -> config.
 
-    TARGET is a folder (a repository: each ``NAME/serving.json`` and each model file ``NAME.onnx``,
+    TARGET is a bundle folder (``manifest.json`` + ``serving.json``, verified), a folder (a repository: each ``NAME/serving.json`` and each model file ``NAME.onnx``,
     ``NAME.pt``, ... in it is a model), a ``serving.json`` file, or a model spec. ``overrides`` are the
     flags the user gave (flag > file > default). Model names come from folders and file stems; a model
     spec's name is decided at load (its model name) unless ``name`` is given.
@@ -342,6 +342,13 @@ def resolve_target(target: str, overrides: dict[str, Any], name: str | None = No
         ConfigError: an empty repository folder. ArtifactError: an unreadable serving.json.
     """
     path = Path(target).expanduser()
+    if path.is_dir() and (path / "manifest.json").is_file():  # one bundle (effstack ladder --bundle)
+        from ..ladder.bundle import read_bundle
+
+        _, cfg = read_bundle(path)
+        cfg = cfg.merged(overrides)
+        cfg = replace(cfg, name=name or cfg.name or path.name)
+        return {cfg.name: cfg}  # type: ignore[dict-item]
     if path.is_dir():
         configs: dict[str, ServingConfig] = {}
         for child in sorted(path.iterdir()):

@@ -1,0 +1,125 @@
+"""``effstack ladder MODEL --latency-budget 7ms --max-drop 1.0``: stack every technique under a budget.
+
+Rungs: baseline (PyTorch eager, fp32, batch 1) -> batching -> engine -> reduced precision -> INT8 ->
+pruning -> distillation (and the student's INT8) -> instances x threads. Each rung is kept only when
+accuracy holds against the baseline, p99 meets the budget and the speed-up is real. Prints the ladder;
+``--json``, ``--html`` and ``--bundle`` write the result, the report and a folder ``effstack serve`` loads.
+Exit status: 0 a configuration meets the budget, 3 none does (the message names the fastest p99 seen),
+2 a user mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_options, model_spec_from_args
+
+EXIT_INFEASIBLE = 3
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ladder", help="climb the efficiency ladder under a latency budget and accuracy tolerance",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    add_model_options(p)
+    add_ladder_options(p)
+    p.set_defaults(func=cmd_ladder)
+
+
+def add_ladder_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="evaluation data: an .npz (x, y) or an image folder (default: synthetic "
+                                  "inputs, accuracy = agreement with fp32)")
+    p.add_argument("--train-data", help="labelled training data for pruning and distillation (.npz or image folder)")
+    p.add_argument("--student", help="a smaller model to distil into (a spec, like --model)")
+    p.add_argument("--latency-budget", default="100ms", help="p99 budget of one batch, e.g. 7ms (default 100ms)")
+    p.add_argument("--max-drop", default="1.0", help="allowed accuracy drop: points (1.0) or relative (1%%)")
+    p.add_argument("--objective", default="throughput", choices=["throughput", "latency", "cost"])
+    p.add_argument("--price-per-hour", type=float, help="machine price for the cost column, e.g. 1.20")
+    p.add_argument("--min-gain", type=float, default=1.05, help="smallest speed-up a rung must bring (default 1.05)")
+    p.add_argument("--engines", default="onnxruntime,openvino", help="engines to try (default onnxruntime,openvino)")
+    p.add_argument("--precisions", default="bf16,fp16", help="reduced float precisions to try (default bf16,fp16)")
+    p.add_argument("--max-batch", type=int, default=256, help="largest batch the search tries (default 256)")
+    p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per configuration (default 1)")
+    p.add_argument("--time-budget", help="stop starting rungs after this long, e.g. 20m (default: no limit)")
+    p.add_argument("--no-prune", action="store_true", help="skip the pruning rung")
+    p.add_argument("--json", metavar="PATH", help="write the ladder as JSON")
+    p.add_argument("--html", metavar="PATH", help="write the self-contained HTML report")
+    p.add_argument("--bundle", metavar="DIR", help="write the chosen configuration as a servable bundle")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def parse_seconds(text: str | None) -> float | None:
+    """``"20m"`` -> 1200.0, ``"90s"`` -> 90.0, ``"1h"`` -> 3600.0, ``"300"`` -> 300.0."""
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    s = str(text).strip().lower()
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0}.get(s[-1:], None)
+    try:
+        value = float(s[:-1] if scale else s) * (scale or 1.0)
+    except ValueError:
+        raise ConfigError(f"time budget must look like 20m, 90s or 1h, got {text!r}") from None
+    if value <= 0:
+        raise ConfigError(f"time budget must be positive, got {text!r}")
+    return value
+
+
+def budget_from_args(args: argparse.Namespace):
+    from ..ladder import Budget
+    from ..serve.config import parse_duration_ms
+
+    return Budget(parse_duration_ms(args.latency_budget), args.max_drop, min_gain=args.min_gain,
+                  objective=args.objective, price_per_hour=args.price_per_hour)
+
+
+def write_outputs(result, args: argparse.Namespace) -> None:
+    """Print the ladder and write --json / --html / --bundle as asked."""
+    import json
+
+    from ..report import atomic_write_text
+    from ..report.html import ladder_html
+    from ..report.ladder import print_ladder
+
+    print_ladder(result)
+    html = ladder_html(result) if (args.html or args.bundle) else None
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    if args.html:
+        atomic_write_text(args.html, html)
+        print(f"wrote {args.html}")
+    if args.bundle and not result.infeasible:
+        from ..ladder.bundle import write_bundle
+
+        write_bundle(result, args.bundle, report_html=html)
+        print(f"wrote bundle {args.bundle} (serve it with: effstack serve {args.bundle})")
+
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from ..cli.quantize import load_data
+    from ..ladder.pipeline import LadderData, run_ladder
+    from ..models import load_model
+
+    budget = budget_from_args(args)
+    model = load_model(model_spec_from_args(args))
+    data = None
+    if args.data:
+        ev = load_data(args.data, model.input)
+        train = load_data(args.train_data, model.input) if args.train_data else None
+        data = LadderData(ev, train) if ev is not None else None
+    elif args.train_data:
+        from ..errors import ConfigError
+
+        raise ConfigError("--train-data needs --data too (the rungs are scored on --data, never on training data)")
+    result = run_ladder(model, budget=budget, data=data, student=args.student,
+                        engines=tuple(e for e in args.engines.split(",") if e),
+                        precisions=tuple(p for p in args.precisions.split(",") if p), seconds=args.seconds,
+                        max_batch=args.max_batch, time_budget_s=parse_seconds(args.time_budget),
+                        prune=not args.no_prune, progress=not args.quiet)
+    write_outputs(result, args)
+    if result.infeasible:
+        import sys
+
+        print(f"effstack: {result.infeasible}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    return 0

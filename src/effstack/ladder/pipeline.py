@@ -1,0 +1,250 @@
+"""``run_ladder``: a model, data and a budget in; a measured ladder out (and, with ``bundle``, a folder to serve).
+
+This is where the ladder meets the real pieces: models are loaded, evaluated and exported by effstack's
+loaders and engines, INT8 comes from :func:`effstack.compress.quantize` (with its accuracy fallbacks but
+without its own speed check: the ladder measures speed itself, side by side with every other rung),
+pruning and distillation from :mod:`effstack.compress`, the layout from :mod:`effstack.plan`.
+
+>>> result = run_ladder("resnet18", budget=Budget(200.0), seconds=0.5)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, EffstackError, InputError, one_line
+from .core import KEPT, Budget, Config, Rung
+from .runner import Ladder, LadderResult, Shrunk, Variant
+from .workbench import Workbench
+
+__all__ = ["LadderData", "run_ladder", "make_quantizer", "make_pruner", "make_distiller", "make_layout"]
+
+
+@dataclass
+class LadderData:
+    """The data a ladder needs: ``eval`` scores every rung; ``train`` (optional) fine-tunes pruned models and
+    teaches students. Both are ``(x, y)`` with ``y`` None for unlabelled data (then accuracy is agreement with
+    the baseline, and students learn from the teacher's outputs alone)."""
+
+    eval: tuple[np.ndarray, np.ndarray | None]
+    train: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def __post_init__(self) -> None:
+        x, y = self.eval
+        if not isinstance(x, np.ndarray) or x.ndim < 2 or len(x) == 0:
+            raise InputError("the evaluation data must be a non-empty numpy batch (N, ...); pass --data")
+        if y is not None and len(y) != len(x):
+            raise InputError(f"evaluation labels must match the inputs: {len(y)} labels for {len(x)} inputs")
+
+
+def _variant(model: Any, label: str, **kw: Any) -> Variant:
+    return Variant(label, model, params=getattr(model, "params", None), macs=getattr(model, "macs", None), **kw)
+
+
+def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float = 300.0,
+                   qat_epochs: int = 0) -> Callable[[Variant, Config, float], Shrunk]:
+    """The INT8 hook: :func:`effstack.compress.quantize` for the config's engine, within the points left."""
+
+    def quantizer(variant: Variant, config: Config, drop_left: float) -> Shrunk:
+        from ..compress import QuantizeConfig, quantize
+        from ..models import load_model
+
+        if getattr(variant.model, "module", None) is None:
+            return Shrunk(None, "INT8 needs the float torch model; this one came as an ONNX file")
+        x, y = data.eval
+        train = data.train if qat_epochs and data.train is not None and data.train[1] is not None else None
+        qc = QuantizeConfig(engine=config.engine, max_drop=f"{drop_left:.4f}", samples=min(samples, len(x)),
+                            batch=config.batch, threads=config.threads, speed_check=False, qat_epochs=qat_epochs,
+                            time_budget_s=time_budget_s)
+        try:
+            res = quantize(variant.model, qc, (x, y), train=train)
+        except EffstackError as exc:
+            return Shrunk(None, one_line(exc))
+        details = {"method": res.method, "kept_float": res.kept_float, "drop_vs_float": res.drop,
+                   "attempts": res.attempts, "seconds": round(res.seconds, 1)}
+        if not res.accepted or res.candidate_path is None:
+            return Shrunk(None, res.reason, details)
+        model = load_model(str(res.candidate_path), input=variant.model.input)
+        q = _variant(model, f"{variant.label}-int8", int8=True, engines=(config.engine,), float_parent=variant)
+        q.params, q.macs = variant.params, variant.macs
+        q.details["artifact"] = str(res.candidate_path)
+        return Shrunk(q, res.reason, details)
+
+    return quantizer
+
+
+def make_pruner(data: LadderData, *, flops_ratio: float = 0.5, epochs: int = 3) -> Callable[[Variant], Shrunk]:
+    """The pruning hook: structural channel pruning to ``flops_ratio`` of the MACs, then fine-tuning."""
+
+    def pruner(variant: Variant) -> Shrunk:
+        if data.train is None or data.train[1] is None:
+            return Shrunk(None, "pruning needs labelled training data to fine-tune; pass --train-data")
+        try:
+            from ..compress import PruneConfig, prune
+            from ..models import from_module
+            from ..train import TrainConfig
+        except ImportError as exc:  # the shrink extra or module is missing
+            return Shrunk(None, f"pruning is not available here: {exc}")
+        m = variant.model
+        try:
+            x = m.input.example(1)
+            res = prune(_trainable(m.module), x, PruneConfig(target_flops_ratio=flops_ratio,
+                                                             finetune=TrainConfig(epochs=epochs, progress=False)),
+                        data.train)
+            small = from_module(res.model, m.input, f"{variant.label}-pruned")
+        except EffstackError as exc:
+            return Shrunk(None, one_line(exc))
+        return Shrunk(_variant(small, small.name), "pruned",
+                      {"macs_before": res.macs_before, "macs_after": res.macs_after,
+                       "params_before": res.params_before, "params_after": res.params_after})
+
+    return pruner
+
+
+def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperature: float = 4.0,
+                   alpha: float = 0.9) -> Callable[[Variant], Shrunk]:
+    """The distillation hook: ``student`` (a LoadedModel or a spec) learns from the teacher on the training
+    inputs (their labels are used when present, the teacher's outputs always)."""
+
+    def distiller(variant: Variant) -> Shrunk:
+        if student is None:
+            return Shrunk(None, "no student model given; pass --student")
+        if data.train is None:
+            return Shrunk(None, "distillation needs training inputs (labels optional); pass --train-data")
+        from ..compress import DistillConfig, distill
+        from ..models import from_module, load_model
+        from ..train import TrainConfig
+
+        s = student if hasattr(student, "module") else load_model(student, input=variant.model.input)
+        try:
+            distill(variant.model.module, _trainable(s.module), data.train,
+                    DistillConfig(temperature=temperature, alpha=alpha, train=TrainConfig(epochs=epochs, progress=False)))
+            out = from_module(s.module, s.input, "student")
+        except EffstackError as exc:
+            return Shrunk(None, one_line(exc))
+        return Shrunk(_variant(out, "student"), "distilled", {"epochs": epochs, "temperature": temperature,
+                                                              "alpha": alpha, "student_macs": out.macs})
+
+    return distiller
+
+
+def make_layout(cores: int | None = None) -> Callable[[Variant, Config], list[Config]]:
+    """The layouts worth measuring: ``n`` instances x ``cores // n`` threads for every divisor ``n`` > 1."""
+    from ..engines.base import available_cores
+
+    total = cores or available_cores()
+
+    def layout(variant: Variant, config: Config) -> list[Config]:
+        out = []
+        for n in range(2, total + 1):
+            if total % n == 0:
+                out.append(replace(config, instances=n, threads=total // n))
+        return out
+
+    return layout
+
+
+def _trainable(module: Any) -> Any:
+    """The loader freezes weights for inference; training needs them back."""
+    for p in module.parameters():
+        p.requires_grad_(True)
+    return module
+
+
+def _missing_engines(names: list[str]) -> dict[str, str]:
+    from ..engines import ENGINES
+
+    out = {}
+    for name in names:
+        if not ENGINES.is_available(name):
+            out[name] = f"not installed (pip install 'effstack[{'onnx' if name == 'onnxruntime' else name}]')"
+    return out
+
+
+def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, student: Any = None,
+               engines: tuple[str, ...] = ("onnxruntime", "openvino"), precisions: tuple[str, ...] = ("bf16", "fp16"),
+               seconds: float = 1.0, max_batch: int = 256, time_budget_s: float | None = None,
+               prune: bool = True, recalibrate_bn: bool | None = None, eval_samples: int = 256,
+               distill_epochs: int = 10, prune_epochs: int = 3, layout: bool = True,
+               progress: bool = True, measure: Callable[[Variant, Config], Any] | None = None) -> LadderResult:
+    """Climb the ladder for ``model`` (a spec string or LoadedModel) under ``budget``.
+
+    Without ``data`` the rungs are scored on synthetic inputs as top-1 agreement with the fp32 baseline
+    (and a torchvision model without weights gets its BatchNorm statistics recalibrated first, so its
+    outputs are not degenerate). Pruning and distillation need ``data.train``.
+
+    Raises:
+        ConfigError: the baseline cannot run, or bad settings. InputError: data that does not fit the model.
+    """
+    from ..hardware import library_versions, machine_info
+    from ..models import load_model, recalibrate_batchnorm
+
+    loaded = model if hasattr(model, "input") else load_model(model)
+    if data is None:
+        x = loaded.input.example(eval_samples, seed=11)
+        data = LadderData((x, None))
+    x_eval, y_eval = data.eval
+    loaded.input.validate(np.ascontiguousarray(x_eval[:1]))
+    if recalibrate_bn is None:
+        recalibrate_bn = loaded.module is not None and not loaded.spec.weights and ":" not in loaded.spec.source \
+            and "/" not in loaded.spec.source and not loaded.spec.source.endswith((".pt", ".pth", ".ts", ".onnx"))
+    if recalibrate_bn and loaded.module is not None:
+        calib = loaded.input.example(64, seed=12)
+        if recalibrate_batchnorm(loaded.module, [calib[i:i + 16] for i in range(0, 64, 16)]):
+            from ..models import from_module
+
+            loaded = from_module(loaded.module, loaded.input, loaded.name, loaded.spec.source)
+    bench = Workbench(x_eval, y_eval, seconds=seconds)
+    missing = _missing_engines(list(engines))
+    if data.train is None:
+        missing.setdefault("prune", "pruning needs labelled training data to fine-tune; pass --train-data")
+    ladder = Ladder(
+        _variant(loaded, loaded.name), budget, measure or bench.measure, engines=engines, precisions=precisions,
+        int8_engines=tuple(e for e in ("onnxruntime", "openvino") if e in engines),
+        quantizer=make_quantizer(data), pruner=make_pruner(data, epochs=prune_epochs) if prune and data.train else None,
+        distiller=make_distiller(data, student, epochs=distill_epochs) if student is not None else None,
+        layout=make_layout() if layout else None, max_batch=max_batch, time_budget_s=time_budget_s,
+        missing={**missing, "distill": "no student model given; pass --student"} if student is None else missing,
+        model_name=loaded.name)
+    with _progress(progress) as on_rung:
+        ladder.on_rung = on_rung
+        try:
+            result = ladder.climb()
+        finally:
+            bench.close()
+    result.machine, result.versions = machine_info(), library_versions()
+    return result
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[Rung], None] | None]:
+    """A spinner while a rung is measured and one line per decided rung (on stderr)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status("[bold]ladder[/] measuring the baseline ...", spinner="dots") as status:
+        def on_rung(rung: Rung) -> None:
+            mark = {"kept": "[green]kept[/]", "rejected": "[red]rejected[/]"}.get(rung.status, "[dim]skipped[/]")
+            m = rung.measured
+            figs = f" {m.throughput:,.0f}/s, p99 {m.p99_ms:.2f} ms" if m and m.throughput else ""
+            console.print(f"  {rung.step:<12} {mark}{figs} — {rung.reason}", highlight=False)
+            status.update(f"[bold]ladder[/] after {rung.step} ...")
+
+        yield on_rung
+
+
+def kept_config(result: LadderResult) -> tuple[Rung, Config]:
+    final = result.final
+    if final is None or final.config is None:
+        raise ConfigError("the ladder kept no configuration")
+    if final.status != KEPT:
+        raise ConfigError("the ladder's final rung was not kept")
+    return final, final.config

@@ -1,0 +1,216 @@
+"""The ladder's decisions and arithmetic, driven by an injected cost model (no clock involved)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from effstack.errors import ConfigError
+from effstack.ladder import Budget, Config, Ladder, LadderResult, Measured, Rung, Shrunk, Variant
+from effstack.ladder.core import KEPT, REJECTED, SKIPPED, attribute, cost_per_million, decide, infeasible_message
+
+# per-sample cost in ms and per-call overhead in ms, by (variant, engine, precision)
+COST = {
+    ("teacher", "torch", "fp32"): (4.0, 2.0),
+    ("teacher", "onnxruntime", "fp32"): (2.0, 0.2),
+    ("teacher", "openvino", "fp32"): (2.5, 0.2),
+    ("teacher-int8", "onnxruntime", "int8"): (0.8, 0.2),
+    ("teacher-int8", "openvino", "int8"): (0.9, 0.2),
+    ("student", "onnxruntime", "fp32"): (0.2, 0.1),
+    ("student-int8", "onnxruntime", "int8"): (0.1, 0.1),
+    ("student-int8", "openvino", "int8"): (0.12, 0.1),
+}
+ACCURACY = {"teacher": 95.0, "teacher-int8": 94.6, "student": 94.5, "student-int8": 94.4}
+
+
+class CostModel:
+    def __init__(self, accuracy=None, cost=None):
+        self.calls: list[tuple[str, Config]] = []
+        self.accuracy = {**ACCURACY, **(accuracy or {})}
+        self.cost = {**COST, **(cost or {})}
+
+    def __call__(self, variant: Variant, config: Config) -> Measured:
+        self.calls.append((variant.label, config))
+        key = (variant.label, config.engine, config.precision)
+        if key not in self.cost:
+            return Measured(error=f"{config.engine} cannot run {config.precision} here")
+        per, over = self.cost[key]
+        latency = over + per * config.batch / config.instances ** 0.5
+        return Measured(throughput=1000.0 * config.batch * config.instances / latency, p99_ms=latency * 1.1,
+                        accuracy=self.accuracy[variant.label])
+
+
+def quantizer(variant, config, left):
+    if config.engine not in ("onnxruntime", "openvino"):
+        return Shrunk(None, "not an int8 engine")
+    return Shrunk(Variant(variant.label + "-int8", int8=True, engines=("onnxruntime", "openvino"),
+                          float_parent=variant), "ok", {"left": left})
+
+
+def distiller(variant):
+    return Shrunk(Variant("student", params=1000), "distilled", {"epochs": 3})
+
+
+def climb(budget_ms=20.0, max_drop="1.0", **kw) -> tuple[LadderResult, CostModel]:
+    cost = kw.pop("cost", CostModel())
+    hooks = dict(quantizer=quantizer, distiller=distiller)
+    hooks.update(kw)
+    ladder = Ladder(Variant("teacher", params=10_000), Budget(budget_ms, max_drop), cost, max_batch=64, **hooks)
+    return ladder.climb(), cost
+
+
+def by_step(result: LadderResult) -> dict[str, Rung]:
+    return {r.step: r for r in result.rungs}
+
+
+def test_every_rung_is_reported_in_order_with_its_status():
+    result, _ = climb()
+    steps = [r.step for r in result.rungs]
+    assert steps == ["baseline", "batching", "engine", "precision", "int8", "prune", "distill", "distill_int8",
+                     "layout"]
+    rungs = by_step(result)
+    assert rungs["baseline"].status == KEPT
+    assert rungs["batching"].status == KEPT and rungs["batching"].config.batch > 1
+    assert rungs["engine"].status == KEPT and rungs["engine"].config.engine == "onnxruntime"
+    assert rungs["precision"].status == SKIPPED and "bf16" in rungs["precision"].reason
+    assert rungs["int8"].status == KEPT and rungs["int8"].config.precision == "int8"
+    assert rungs["prune"].status == SKIPPED and "prune" in rungs["prune"].reason
+    assert rungs["distill_int8"].status == KEPT and rungs["distill_int8"].variant == "student-int8"
+    assert result.final.step == "distill_int8"
+    assert result.infeasible is None
+
+
+def test_batch_search_stops_at_the_budget():
+    result, _ = climb(budget_ms=20.0)
+    batching = by_step(result)["batching"]
+    # torch teacher: latency 2 + 4b ms (p99 x1.1): b=4 -> 19.8 ms fits, b=8 -> 37.4 ms does not
+    assert batching.config.batch == 4
+    curve = result.curves["teacher · torch fp32"]
+    assert [p["batch"] for p in curve] == [1, 2, 4, 8]
+    assert batching.measured.p99_ms <= 20.0
+
+
+def test_attribution_multiplies_to_the_total():
+    result, _ = climb()
+    kept = [r for r in result.rungs if r.status == KEPT]
+    product = math.prod(r.step_speedup for r in kept)
+    assert product == pytest.approx(result.speedup(), rel=1e-9)
+    assert kept[0].cumulative_speedup == 1.0
+    assert result.speedup() == pytest.approx(kept[-1].measured.throughput / kept[0].measured.throughput)
+
+
+def test_accuracy_drop_rejects_a_rung_and_keeps_the_previous_best():
+    result, _ = climb(cost=CostModel(accuracy={"teacher-int8": 93.0}))
+    rungs = by_step(result)
+    assert rungs["int8"].status == REJECTED
+    assert "accuracy drop 2.00 points > 1.00 allowed" in rungs["int8"].reason
+    # the next rung is compared with the fp32 engine rung, which stayed the current best
+    assert rungs["distill"].status == KEPT
+
+
+def test_drops_are_measured_against_the_baseline_not_the_previous_rung():
+    # each step loses 0.6 points: fine one at a time, but student-int8 is 1.2 below the baseline
+    acc = {"teacher-int8": 94.4, "student": 94.4, "student-int8": 93.8}
+    result, _ = climb(cost=CostModel(accuracy=acc))
+    assert by_step(result)["distill_int8"].status == REJECTED
+    assert result.final.variant in ("student", "teacher-int8")
+
+
+def test_a_slower_rung_is_rejected_with_its_ratio():
+    cost = CostModel(cost={("teacher", "onnxruntime", "fp32"): (4.0, 2.0), ("teacher", "openvino", "fp32"): (4.1, 2.0)})
+    result, _ = climb(cost=cost)
+    engine = by_step(result)["engine"]
+    assert engine.status == REJECTED and "only" in engine.reason and "1.05x" in engine.reason
+    assert engine.step_speedup is not None and engine.step_speedup < 1.05
+
+
+def test_a_failing_hook_is_skipped_with_its_reason():
+    result, _ = climb(distiller=lambda v: Shrunk(None, "needs training data; pass --data"))
+    rungs = by_step(result)
+    assert rungs["distill"].status == SKIPPED and "needs training data" in rungs["distill"].reason
+    assert rungs["distill_int8"].status == SKIPPED
+
+
+def test_infeasible_budget_names_the_fastest_p99():
+    result, _ = climb(budget_ms=0.1)
+    assert result.infeasible is not None
+    assert "fastest p99 seen was 0.22 ms" in result.infeasible  # student int8 at batch 1: (0.1 + 0.1) * 1.1
+    assert "--latency-budget" in result.infeasible
+
+
+def test_layout_rung_measures_the_proposed_layouts():
+    layouts = lambda v, c: [Config(c.engine, c.precision, c.batch, 2, 1), Config(c.engine, c.precision, c.batch, 1, 2)]
+    result, cost = climb(layout=layouts)
+    layout = by_step(result)["layout"]
+    assert layout.status == KEPT and layout.config.instances == 2
+    assert len(layout.details["tried"]) == 2
+
+
+def test_measurements_are_cached_per_variant_and_config():
+    result, cost = climb()
+    assert len(cost.calls) == len(set(cost.calls))
+
+
+def test_result_round_trips_through_json():
+    import json
+
+    result, _ = climb()
+    back = LadderResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert [r.to_dict() for r in back.rungs] == [r.to_dict() for r in result.rungs]
+    assert back.budget == result.budget
+    with pytest.raises(ConfigError, match="not an effstack ladder"):
+        LadderResult.from_dict({"kind": "other"})
+
+
+def test_time_budget_skips_the_remaining_rungs():
+    result, _ = climb(time_budget_s=0.0)
+    assert all(r.status == SKIPPED and "time budget" in r.reason for r in result.rungs[1:])
+
+
+def test_baseline_that_cannot_run_is_a_clear_error():
+    with pytest.raises(ConfigError, match="baseline .* could not run"):
+        Ladder(Variant("nothing"), Budget(5.0), CostModel()).climb()
+
+
+@pytest.mark.parametrize("kw, match", [({"p99_ms": 0}, "latency budget must be positive"),
+                                       ({"p99_ms": 5, "min_gain": 0.9}, "min_gain"),
+                                       ({"p99_ms": 5, "objective": "speed"}, "objective"),
+                                       ({"p99_ms": 5, "max_drop": "lots"}, "max drop")])
+def test_budget_validation(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        Budget(**kw)
+
+
+def test_decide_order_and_messages():
+    base = Measured(100.0, 5.0, 90.0)
+    b = Budget(7.0, "1%")
+    assert decide(Measured(300.0, 8.0, 90.0), base, base, b) == (REJECTED, "p99 8.00 ms over the 7 ms budget")
+    assert decide(Measured(300.0, 6.0, 89.0), base, base, b)[0] == REJECTED  # 1 point > 0.9 (1% of 90)
+    assert decide(Measured(300.0, 6.0, 89.2), base, base, b)[0] == KEPT
+    assert decide(Measured(error="boom"), base, base, b) == (REJECTED, "boom")
+    over = Measured(50.0, 50.0, 90.0)  # the current best is over budget: any candidate within it is progress
+    assert decide(Measured(40.0, 6.0, 90.0), over, base, b)[0] == KEPT
+
+
+def test_latency_objective_prefers_lower_p99():
+    b = Budget(7.0, objective="latency")
+    cur = Measured(100.0, 5.0, 90.0)
+    assert decide(Measured(50.0, 3.0, 90.0), cur, cur, b)[0] == KEPT
+    assert decide(Measured(500.0, 4.9, 90.0), cur, cur, b)[0] == REJECTED
+
+
+def test_cost_per_million():
+    assert cost_per_million(1000.0, 3.6) == pytest.approx(1.0)
+    assert cost_per_million(1000.0, None) is None
+
+
+def test_attribute_skips_rungs_without_measurements():
+    rungs = [Rung("baseline", "b", KEPT, measured=Measured(10.0, 1.0)), Rung("x", "x", SKIPPED),
+             Rung("y", "y", KEPT, measured=Measured(30.0, 1.0))]
+    attribute(rungs)
+    assert rungs[1].step_speedup is None and rungs[2].cumulative_speedup == 3.0
+
+
+def test_infeasible_message_without_measurements():
+    assert "no configuration could be measured" in infeasible_message(Budget(5.0), [Measured(error="x")])
