@@ -153,7 +153,7 @@ def _expand(sources: list[str]) -> list[tuple[str, Path]]:
             items.append((path.name, path.resolve()))
         else:
             raise InputError(f"{s!r} is neither an image file nor a folder; check the path")
-    return items
+    return list(dict(items).items())  # one entry per id: the last one given wins
 
 
 def cmd_add(args: argparse.Namespace) -> int:

@@ -49,6 +49,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="require 'Authorization: Bearer <token>' with the token in this file (or $EFFSTACK_TOKEN)")
     p.add_argument("--max-request-mb", type=float, default=64.0, help="larger request bodies get 413 (default 64)")
     p.add_argument("--print-config", action="store_true", help="print the resolved serving config and exit")
+    p.add_argument("--index", metavar="INDEX", help="also serve this similarity index: search endpoints under "
+                   "/search and a search page at /search (see 'effstack index build')")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -152,8 +154,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         curve = ", ".join(f"{b}: {s * 1e3:.2f}" for b, s in runners[name].curve_s.items())
         print(f"  {name}: engine {runners[name].sessions[0].engine}, p99 ms by batch {{{curve}}}, "
               f"batch cap {runners[name].policy.batch_cap}, queue limit {runners[name].policy.admission_limit}")
+    extensions = []
+    if args.index:
+        from ..search.service import SearchService
+
+        print(f"opening index {args.index} ...", flush=True)
+        extensions.append(SearchService.open(args.index, args.engine or "auto", threads=args.threads))
+        print(f"  {len(extensions[0].index)} images; search page on http://{args.host}:{args.port}/search")
     print(f"serving on http://{args.host}:{args.port}/v2 (Ctrl-C to stop)", flush=True)
-    run_server(create_app(ModelRepository(configs, runners=runners), options), args.host, args.port)
+    run_server(create_app(ModelRepository(configs, runners=runners), options, extensions=extensions),
+               args.host, args.port)
     return 0
 
 

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, MissingDependencyError
 
 __all__ = ["FLAT_MAX", "HNSW_MAX", "KINDS", "Tuning", "build", "choose_kind", "exact_neighbours", "faiss",
            "normalize", "search", "tune"]
@@ -42,10 +41,11 @@ _NPROBE_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
 
 def faiss() -> Any:
     """The faiss module, or :class:`MissingDependencyError` naming the ``search`` extra."""
-    from .. import _optional
-
-    _optional.EXTRAS.setdefault("faiss", ("search", "the similarity index"))
-    return require("faiss", "the similarity index")
+    try:
+        import faiss as module
+    except ImportError:
+        raise MissingDependencyError("faiss-cpu", "search", "the similarity index") from None
+    return module
 
 
 def normalize(x: np.ndarray) -> np.ndarray:

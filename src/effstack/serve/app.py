@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,11 +183,15 @@ class _Auth:
         await self.app(scope, receive, send)
 
 
-def create_app(repository: ModelRepository, options: ServerOptions, metrics: ServerMetrics | None = None) -> Any:
+def create_app(repository: ModelRepository, options: ServerOptions, metrics: ServerMetrics | None = None,
+               extensions: Sequence[Any] = ()) -> Any:
     """The ASGI app: the v2 endpoints, ``/metrics`` and ``/openapi.json`` over ``repository``.
 
     The app's lifespan loads the repository's models at start-up and drains them at shutdown.
     ``metrics`` defaults to a fresh :class:`ServerMetrics` reading the repository's state.
+    ``extensions`` add routes outside the protocol (e.g. :class:`~effstack.search.service.SearchService`):
+    each has ``routes()`` -> ``[(path, handler, methods)]`` (errors answered like the protocol's) and
+    ``close()``, called at shutdown.
     """
     metrics = metrics or ServerMetrics(repository.state)
     repository.observer = repository.observer or metrics.model  # the batchers report to these metrics
@@ -287,6 +291,8 @@ def create_app(repository: ModelRepository, options: ServerOptions, metrics: Ser
             Route(prefix + "/ready", g(model_ready), methods=["GET"]),
             Route(prefix + "/config", g(model_config), methods=["GET"]),
         ]
+    for ext in extensions:
+        routes += [Route(path, g(fn), methods=methods) for path, fn, methods in ext.routes()]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -295,6 +301,8 @@ def create_app(repository: ModelRepository, options: ServerOptions, metrics: Ser
             yield
         finally:
             await repository.close()
+            for ext in extensions:
+                await asyncio.to_thread(ext.close)
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
     app.state.repository = repository
