@@ -15,6 +15,7 @@ from . import info as info_cmd
 from . import ladder as ladder_cmd
 from . import quantize as quantize_cmd
 from . import serve as serve_cmd
+from . import synth as synth_cmd
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     ladder_cmd.add_parsers(sub)
     quantize_cmd.add_parsers(sub)
     serve_cmd.add_parsers(sub)
+    synth_cmd.add_parsers(sub)
     return parser
 
 
