@@ -84,17 +84,3 @@ def run_bench(args: argparse.Namespace, spec) -> list:
 def cmd_bench(args: argparse.Namespace) -> int:
     rows = run_bench(args, model_spec_from_args(args))
     return 0 if any(r.status == "ok" for r in rows) else 1
-
-
-def add_demo_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job on its built-in default (ResNet-50 across engines)")
-    add_bench_options(p)
-    p.set_defaults(func=cmd_demo, model="resnet50", json="results/demo.json")
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ..models.spec import ModelSpec
-
-    print("effstack demo: ResNet-50 (random weights, 224x224) on every installed CPU engine and precision")
-    rows = run_bench(args, ModelSpec(args.model))
-    return 0 if any(r.status == "ok" for r in rows) else 1

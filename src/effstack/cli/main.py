@@ -14,6 +14,7 @@ from . import index as index_cmd
 from . import info as info_cmd
 from . import ladder as ladder_cmd
 from . import quantize as quantize_cmd
+from . import plan as plan_cmd
 from . import serve as serve_cmd
 from . import synth as synth_cmd
 
@@ -30,12 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench_cmd.add_parser(sub)
-    bench_cmd.add_demo_parser(sub)
     index_cmd.add_parsers(sub)
     info_cmd.add_parsers(sub)
     ladder_cmd.add_parsers(sub)
     quantize_cmd.add_parsers(sub)
     serve_cmd.add_parsers(sub)
+    plan_cmd.add_parsers(sub)
     synth_cmd.add_parsers(sub)
     return parser
 

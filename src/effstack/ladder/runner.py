@@ -202,7 +202,8 @@ class Ladder:
             if m.error or m.p99_ms > self.budget.p99_ms or m.throughput < best.throughput * 1.02:
                 break
             best_b, best = b, m
-        label = f"{variant.label} · {config.engine} {config.precision}"
+        layout = f" · {config.instances}x{config.threads}" if config.instances > 1 else ""
+        label = f"{variant.label} · {config.engine} {config.precision}{layout}"
         self.curves[label] = sorted(curve, key=lambda p: p["batch"])
         return replace(config, batch=best_b), best
 
@@ -282,7 +283,11 @@ class Ladder:
             return
         cfg, m = self.best_batch(s.variant, replace(s.config, batch=1))
         if cfg.batch == 1:
-            yield Proposal.skipped(f"batch 2 does not fit the {self.budget.p99_ms:g} ms budget or adds nothing")
+            two = self.measure(s.variant, replace(s.config, batch=2))
+            why = (f"batch 2 failed: {two.error}" if two.error else
+                   f"batch 2 ran {two.throughput:,.1f}/s at p99 {two.p99_ms:.2f} ms against batch 1's "
+                   f"{m.throughput:,.1f}/s at {m.p99_ms:.2f} ms (budget {self.budget.p99_ms:g} ms)")
+            yield Proposal.skipped(why)
             return
         yield Proposal(f"batch {cfg.batch}", s.variant, cfg, m)
 
@@ -377,6 +382,7 @@ class Ladder:
         yield from self._quantized(s, self._student)
 
     def _layout(self, s: _State) -> Iterator[Proposal]:
+        """Each layout at its own best batch: several instances share the cores, so one batch takes longer."""
         if self.layout is None:
             yield Proposal.skipped(self.missing.get("layout", "no layout search"))
             return
@@ -384,8 +390,9 @@ class Ladder:
         if not configs:
             yield Proposal.skipped("one instance with every thread is the only layout here")
         for cfg in configs:
+            cfg, m = self.best_batch(s.variant, cfg)
             yield Proposal(f"{cfg.instances} instance(s) x {cfg.threads or 'all'} thread(s), batch {cfg.batch}",
-                           s.variant, cfg, self.measure(s.variant, cfg))
+                           s.variant, cfg, m)
 
 
 @dataclass
