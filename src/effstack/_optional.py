@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "nncf": ("openvino", "OpenVINO INT8 quantization"),
     "tensorrt": ("gpu", "the TensorRT engine"),
     "rich": ("all", "tables and progress bars"),
+    "torch_pruning": ("shrink", "structural pruning"),
 }
 
 

@@ -13,12 +13,31 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["AMP_MODES", "AUGMENTS", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
+__all__ = ["AMP_MODES", "AUGMENTS", "OPTIMIZERS", "SCHEDULES", "TrainConfig", "config_from_dict"]
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 AMP_MODES = ("auto", "bf16", "off")
 AUGMENTS = ("none", "shift", "flip-shift")
+
+
+def config_from_dict(cls: Any, d: dict[str, Any], what: str, nested: dict[str, Any] | None = None) -> Any:
+    """Build the config dataclass ``cls`` from a dict; ``nested`` maps a key to the class of its sub-config.
+
+    Raises:
+        ConfigError: a key ``cls`` does not have (named, with the ones it has), or a bad value.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} settings must be a dict, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} setting {unknown[0]!r}; use one of: {', '.join(sorted(known))}")
+    d = dict(d)
+    for key, sub in (nested or {}).items():
+        if isinstance(d.get(key), dict):
+            d[key] = sub.from_dict(d[key])
+    return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -88,11 +107,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from :meth:`to_dict` output. Raises ConfigError on unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown train setting {unknown[0]!r}; use one of: {', '.join(sorted(known))}")
-        return cls(**d)
+        return config_from_dict(cls, d, "train")
 
     def resumable_dict(self) -> dict[str, Any]:
         """The settings a checkpoint must share with the run resuming it (not epochs, paths or display).

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import ArtifactError, ConfigError, InputError, one_line
 from .config import TrainConfig
 
-__all__ = ["CHECKPOINT_NAME", "TrainResult", "evaluate", "fit", "resolve_amp", "unwrap"]
+__all__ = ["CHECKPOINT_NAME", "TrainResult", "evaluate", "fit", "resolve_amp", "sample_inputs", "unwrap"]
 
 CHECKPOINT_NAME = "last.pt"
 _FORMAT = "effstack-train/1"
@@ -140,6 +140,21 @@ class _Data:
             if not isinstance(batch, (tuple, list)) or len(batch) != 2:
                 raise InputError("a training Dataset must yield (x, y) pairs; return a tuple from __getitem__")
             yield batch[0].float(), batch[1]
+
+
+def sample_inputs(data: Any, n: int = 256) -> Any:
+    """The first ``n`` inputs of ``data`` (any form :func:`fit` takes) as a float32 tensor ``(n, ...)``.
+
+    Raises:
+        InputError: ``data`` is not one of those forms.
+    """
+    import torch
+
+    d = _Data(data, "data", labels_required=False)
+    if d.x is not None:
+        return d.x[:n]
+    first = [d.dataset[i] for i in range(min(n, d.n))]
+    return torch.stack([torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item) for item in first]).float()
 
 
 def _augment(x: Any, kind: str, generator: Any) -> Any:
