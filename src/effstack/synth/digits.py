@@ -29,22 +29,23 @@ def _glyph_box(rng: np.random.Generator, canvas: int, strength: float) -> tuple[
 
 def render(rng: np.random.Generator, digit: int, size: int, strength: float) -> tuple[np.ndarray, dict]:
     """Draw ``digit`` on a ``(size, size, 3)`` uint8 image; returns the image and its label."""
-    canvas = max(32, 2 * size)  # draw at twice the size (at least 32 px), then downsample: anti-aliasing
+    canvas = max(32, 2 * size)  # the glyph is drawn at twice the size (at least 32 px): anti-aliased edges
     box = _glyph_box(rng, canvas, strength)
     draw = stroke_mask if rng.random() < STROKE_FRACTION else font_mask
     mask, how = draw(rng, digit, canvas, box, strength)
-    field = rz.elastic_field(rng, canvas, strength) if strength > 0 and rng.random() < 0.7 else None
-    mask = rz.warp(mask, rz.homography(rng, canvas, strength), field)
+    if canvas != size:  # everything else happens at the output size: 4x fewer pixels
+        mask = np.asarray(Image.fromarray(mask, mode="F").resize((size, size), Image.BOX), np.float32)
+    field = rz.elastic_field(rng, size, strength) if strength > 0 and rng.random() < 0.7 else None
+    mask = rz.warp(mask, rz.homography(rng, size, strength), field)
 
     fg, bg = rz.contrasting_colours(rng, strength)
-    back = Image.fromarray(rz.to_uint8(rz.texture(rng, canvas, canvas, bg, strength)))
+    back = Image.fromarray(rz.to_uint8(rz.texture(rng, size, size, bg, strength)))
     rz.draw_clutter(rng, back, strength, max_items=3)
-    ink = rz.texture(rng, canvas, canvas, fg, strength * 0.5)
+    ink = rz.texture(rng, size, size, fg, strength * 0.5) if rng.random() < 0.5 else fg
     m = mask[..., None]
-    img = Image.fromarray(rz.to_uint8(np.asarray(back, np.float32) / 255 * (1 - m) + ink * m))
+    img = Image.fromarray(rz.to_uint8(np.asarray(back, np.float32) * (1 / 255) * (1 - m) + ink * m))
     rz.draw_occluders(rng, img, strength, p=0.25, max_area=0.05)
     img = rz.camera_artefacts(rng, img, strength)
-    img = img.resize((size, size), Image.BOX if canvas % size == 0 else Image.BILINEAR)
     return np.asarray(img, np.uint8), {"label": digit, "class": str(digit), **how}
 
 

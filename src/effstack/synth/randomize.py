@@ -169,7 +169,7 @@ def camera_artefacts(rng: np.random.Generator, img: Image.Image, strength: float
     if strength <= 0:
         return img
     if rng.random() < 0.6:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2) * strength * img.size[0] / 64))
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.6) * strength * img.size[0] / 32))
     if rng.random() < 0.6:
         a = np.asarray(img, np.float32)
         a = a + rng.normal(0, rng.uniform(0, 0.08) * 255 * strength, a.shape).astype(np.float32)

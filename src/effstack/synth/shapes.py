@@ -109,12 +109,13 @@ def _shade(rng: np.random.Generator, strength: float):
     return colour
 
 
-def _draw_solid(img: Image.Image, verts: np.ndarray, faces: list[list[int]], R: np.ndarray, t: np.ndarray,
-                K: np.ndarray, colour) -> None:
+def _draw_solid(img: Image.Image, alpha: Image.Image, verts: np.ndarray, faces: list[list[int]], R: np.ndarray,
+                t: np.ndarray, K: np.ndarray, colour) -> None:
+    """Draw the visible faces onto ``img`` (RGB) and their coverage onto ``alpha`` (L), in place."""
     cam = verts @ R.T + t  # (V, 3) camera coordinates
     centre = cam.mean(0)
     pix = project(verts, R, t, K)
-    d = ImageDraw.Draw(img)
+    d, da = ImageDraw.Draw(img), ImageDraw.Draw(alpha)
     for face in faces:
         p = cam[face]
         normal = np.cross(p[1] - p[0], p[2] - p[0])
@@ -125,7 +126,9 @@ def _draw_solid(img: Image.Image, verts: np.ndarray, faces: list[list[int]], R: 
         if normal @ mid >= 0:  # facing away from the camera
             continue
         rgb = colour(normal, -mid / np.linalg.norm(mid))
-        d.polygon([tuple(q) for q in pix[face].tolist()], fill=tuple(int(c * 255 + 0.5) for c in rgb))
+        polygon = [tuple(q) for q in pix[face].tolist()]
+        d.polygon(polygon, fill=tuple(int(c * 255 + 0.5) for c in rgb))
+        da.polygon(polygon, fill=255)
 
 
 def render(rng: np.random.Generator, cls: int, size: int, strength: float) -> tuple[np.ndarray, dict]:
@@ -136,15 +139,17 @@ def render(rng: np.random.Generator, cls: int, size: int, strength: float) -> tu
     K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])
     q, t, scale = _pose(rng, size, f)
     R = quaternion_to_matrix(q)
-    ss = 2  # supersampling
-    big = size * ss
-    Kbig = np.diag([ss, ss, 1.0]) @ K
+    ss = 2  # the solid is drawn at twice the size and downsampled (anti-aliased edges); the rest at size
+    solid, alpha = Image.new("RGB", (size * ss, size * ss)), Image.new("L", (size * ss, size * ss))
+    _draw_solid(solid, alpha, verts * scale, faces, R, t, np.diag([ss, ss, 1.0]) @ K, _shade(rng, strength))
     bg_colour = rng.uniform(0, 1, 3) if strength > 0 else np.full(3, 0.5)
-    back = Image.fromarray(rz.to_uint8(rz.texture(rng, big, big, bg_colour, strength)))
+    back = Image.fromarray(rz.to_uint8(rz.texture(rng, size, size, bg_colour, strength)))
     rz.draw_clutter(rng, back, strength, max_items=4)
-    _draw_solid(back, verts * scale, faces, R, t, Kbig, _shade(rng, strength))
-    rz.draw_occluders(rng, back, strength, p=0.3, max_area=0.04)
-    img = rz.camera_artefacts(rng, back, strength).resize((size, size), Image.BOX)
+    a = np.asarray(alpha.resize((size, size), Image.BOX), np.float32)[..., None] / 255
+    premultiplied = np.asarray(solid.resize((size, size), Image.BOX), np.float32)  # black outside the solid
+    img = Image.fromarray(np.clip(np.asarray(back, np.float32) * (1 - a) + premultiplied + 0.5, 0, 255).astype(np.uint8))
+    rz.draw_occluders(rng, img, strength, p=0.3, max_area=0.04)
+    img = rz.camera_artefacts(rng, img, strength)
     pix = project(verts * scale, R, t, K)
     x0, y0 = np.clip(pix.min(0), 0, size)
     x1, y1 = np.clip(pix.max(0), 0, size)
