@@ -1,0 +1,141 @@
+"""The planner against a synthetic cost model with a known optimum (no measuring, no timing)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from effstack.errors import ConfigError
+from effstack.plan import BudgetInfeasibleError, Candidate, Measurement, PlanResult, pareto_front, plan
+
+from . import synthetic
+from .synthetic import Model
+
+
+@pytest.mark.parametrize("budget_ms", [3.0, 10.0, 40.0])
+def test_exhaustive_finds_the_known_optimum(budget_ms):
+    grid = synthetic.grid()
+    model = Model()
+    result = plan(grid, model, budget_ms, mode="exhaustive", progress=False)
+    assert result.n_cells == result.n_measured == len(model.calls) == 105
+    assert result.best[0] == synthetic.best(grid, budget_ms)
+
+
+@pytest.mark.parametrize("budget_ms", [3.0, 10.0, 40.0])
+def test_smart_finds_the_known_optimum_measuring_a_quarter_of_the_cells(budget_ms):
+    grid = synthetic.grid()
+    model = Model()
+    result = plan(grid, model, budget_ms, progress=False)
+    assert result.best[0] == synthetic.best(grid, budget_ms)
+    assert result.n_measured <= 0.25 * result.n_cells
+    assert result.n_measured == len({c for c, _ in model.calls})
+    # successive halving: short measurements first, the finalists re-measured for the full time
+    times = sorted({s for _, s in model.calls})
+    assert times == [0.25, 1.0]
+    assert any(c == result.best[0] and s == 1.0 for c, s in model.calls)
+
+
+def test_smart_states_the_assumptions_and_why_families_were_dropped():
+    result = plan(synthetic.grid(), Model(), 10.0, progress=False)
+    assert any("assumed: p99 grows with batch" in a for a in result.assumptions)
+    dropped = [why for what, why in result.rejected if "screened at b8" in why]
+    assert dropped and any(why.startswith("dominated") for why in dropped)
+    assert ("slow int8", "engine runs fp32 here") in result.rejected  # from the grid
+
+
+def test_smart_with_noise_stays_close_to_the_optimum():
+    grid = synthetic.grid()
+    for seed in range(5):
+        result = plan(grid, Model(noise=0.1, seed=seed), 10.0, progress=False)
+        exact = synthetic.truth(synthetic.best(grid, 10.0)).throughput
+        assert synthetic.truth(result.best[0]).throughput >= 0.85 * exact
+        assert result.n_measured <= 0.25 * result.n_cells
+
+
+def test_latency_objective_picks_the_lowest_p99():
+    grid = synthetic.grid()
+    for mode in ("exhaustive", "smart"):
+        result = plan(grid, Model(), 10.0, objective="latency", mode=mode, progress=False)
+        assert result.best[0] == synthetic.best(grid, 10.0, "latency")
+    assert result.n_measured == len(grid.families())  # smart: the smallest batch of each family
+
+
+def test_cost_objective_needs_a_price_and_reports_dollars_per_million():
+    with pytest.raises(ConfigError, match="price_per_hour"):
+        plan(synthetic.grid(), Model(), 10.0, objective="cost", progress=False)
+    result = plan(synthetic.grid(), Model(), 10.0, objective="cost", price_per_hour=3.6, progress=False)
+    c, m = result.choice()
+    assert c == synthetic.best(synthetic.grid(), 10.0)
+    assert result.cost(m) == pytest.approx(1e6 / m.throughput / 1000)
+    assert result.to_dict()["best"]["cost_per_million"] == pytest.approx(result.cost(m))
+
+
+@pytest.mark.parametrize("mode", ["smart", "exhaustive"])
+def test_infeasible_budget_names_the_fastest_p99_seen(mode):
+    result = plan(synthetic.grid(), Model(), 0.5, mode=mode, progress=False)
+    assert result.best is None
+    fastest = min(m.p99_ms for _, m in result.measured)
+    assert f"the fastest p99 seen was {fastest:.3g} ms" in result.message
+    with pytest.raises(BudgetInfeasibleError, match="budget of 0.5 ms") as info:
+        result.choice()
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, ConfigError)
+
+
+def test_a_failing_engine_costs_its_cells_not_the_search():
+    grid = synthetic.grid()
+    result = plan(grid, Model(fail={"mid"}), 10.0, progress=False)
+    assert result.best is not None and result.best[0].engine != "mid"
+    failed = [m for c, m in result.measured if c.engine == "mid"]
+    assert failed and all(not m.ok and "mid fell over" in m.error for m in failed)
+    assert any(what.startswith("mid") and "failed" in why for what, why in result.rejected)
+
+
+def test_every_measurement_failing_says_so():
+    result = plan(synthetic.grid(engines=["mid"]), Model(fail={"mid"}), 10.0, progress=False)
+    assert result.best is None and result.message.startswith("every measured candidate failed")
+
+
+def test_measure_must_return_a_measurement():
+    result = plan(synthetic.grid(engines=["mid"]), lambda c, s: 42, 10.0, mode="exhaustive", progress=False)
+    assert "must return a Measurement" in result.measured[0][1].error
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"objective": "speed"}, "objective must be one of"),
+    ({"mode": "lucky"}, "mode must be one of"),
+    ({"budget_ms": 0}, "budget must be positive"),
+    ({"seconds": 0}, "measurement times must be positive"),
+    ({"keep": 0}, "keep must be a fraction"),
+    ({"price_per_hour": -1.0}, "price_per_hour must be positive"),
+])
+def test_bad_options_are_config_errors(kwargs, match):
+    kwargs = {"budget_ms": 10.0, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        plan(synthetic.grid(), Model(), progress=False, **kwargs)
+
+
+def test_pareto_front_is_non_dominated_and_sorted_by_p99():
+    result = plan(synthetic.grid(), Model(), 10.0, mode="exhaustive", progress=False)
+    front = result.pareto
+    assert [m.p99_ms for _, m in front] == sorted(m.p99_ms for _, m in front)
+    assert [m.throughput for _, m in front] == sorted(m.throughput for _, m in front)
+    for _, m in result.measured:
+        assert not any(f.throughput > m.throughput and f.p99_ms < m.p99_ms for _, f in front if f is not m) or \
+            m not in [x for _, x in front]
+    failed = (Candidate("x"), Measurement.failed("no"))
+    assert pareto_front([failed]) == []
+
+
+def test_result_round_trips_through_json():
+    result = plan(synthetic.grid(), Model(), 10.0, price_per_hour=1.0, progress=False)
+    back = PlanResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert back.best == result.best and back.measured == result.measured and back.n_cells == result.n_cells
+    assert back.assumptions == result.assumptions and back.rejected == result.rejected
+
+
+def test_progress_lines_go_to_stderr(capsys):
+    plan(synthetic.grid(engines=["mid"], precisions=["fp32"]), Model(), 10.0, progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "plan [1/21 cells] mid fp32 b8 1x1 (0.25 s):" in err
