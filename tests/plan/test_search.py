@@ -139,3 +139,20 @@ def test_progress_lines_go_to_stderr(capsys):
     plan(synthetic.grid(engines=["mid"], precisions=["fp32"]), Model(), 10.0, progress=True)
     out, err = capsys.readouterr()
     assert out == "" and "plan [1/21 cells] mid fp32 b8 1x1 (0.25 s):" in err
+
+
+def test_a_finalist_over_budget_when_measured_longer_steps_down_within_its_family():
+    class Tail(Model):  # longer measurements see a heavier tail: p99 x 1.3
+        def __call__(self, c, seconds):
+            m = super().__call__(c, seconds)
+            k = 1.3 if seconds >= 1.0 else 1.0
+            return Measurement(throughput=m.throughput, p50_ms=m.p50_ms, p99_ms=m.p99_ms * k, samples=100,
+                               seconds=seconds)
+
+    grid = synthetic.grid()
+    model = Tail()
+    result = plan(grid, model, 7.0, progress=False)  # mid int8 b32 2x1: p99 6.25 ms short, 8.1 ms long
+    c, m = result.choice()
+    assert m.seconds == 1.0 and m.meets(7.0)
+    assert any("was over the budget when measured for 1 s" in a for a in result.assumptions)
+    assert result.n_measured <= 0.25 * result.n_cells

@@ -386,10 +386,20 @@ def _bisect(search: _Search, family: Family, batches: list[int], seconds: float)
 def _final_round(search: _Search, picks: list[Trial], seconds: float, n: int) -> Trial | None:
     """Re-measure the ``n`` best picks for ``seconds`` and choose from those longer measurements."""
     picks = sorted(picks, key=lambda t: search.score(t[1]), reverse=True)
-    finalists = [c for c, m in picks[:n]]
-    for c in finalists:
-        if search.latest[c].seconds < seconds:
-            search.measure(c, seconds)
+    finalists = []
+    for c, _ in picks[:n]:
+        # a finalist over the budget when measured longer gives way to the next smaller batch of its family
+        # that met it in a short measurement (already measured: no new cell)
+        steps = sorted((x for x, m in search.latest.items() if x.family == c.family and x.batch <= c.batch
+                        and m.meets(search.budget_ms)), key=lambda x: -x.batch)
+        for x in steps:
+            m = search.latest[x] if search.latest[x].seconds >= seconds else search.measure(x, seconds)
+            if m.meets(search.budget_ms):
+                finalists.append(x)
+                if x != c:
+                    search.assumptions.append(f"{c.label()} was over the budget when measured for {seconds:g} s; "
+                                              f"its family continues at b{x.batch}")
+                break
     best = search.best_of(finalists)
     if best is None and picks:
         best = search.best_of([c for c, _ in picks])
