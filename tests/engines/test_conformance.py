@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from effstack.engines import ENGINES, SessionOptions, get_engine
+from effstack.engines.base import count_precisions
 from effstack.errors import EngineUnavailableError, InputError, MissingDependencyError
 
 from ..conftest import rel_error, snr_db
@@ -49,6 +50,9 @@ def test_engine_matches_eager(engine_name, precision, model_name, request):
         y = session.infer(x)
         y1 = session.infer(x[:1])  # a second batch size through the same session
         counts = session.executed_precision()
+        layers = session.layer_precisions()
+    if layers:  # engines that can name their layers: the per-layer view and the counts agree
+        assert count_precisions(layers) == counts
     assert y.shape == ref.shape and y.dtype == np.float32
     assert y1.shape == (1, *ref.shape[1:])
     if precision == "int8":

@@ -8,10 +8,8 @@ model), which is usually why an "INT8" model is not faster.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,42 +63,8 @@ def float_configs(engine: Any) -> list[str]:
 
 def float_layers(session: Any) -> list[str]:
     """Names of the compute layers a session runs in float (empty for engines that cannot tell)."""
-    if session.engine == "onnxruntime" and getattr(session, "path", None) is not None:
-        return _ort_float_layers(Path(session.path))
-    if session.engine == "openvino" and getattr(session, "compiled", None) is not None:
-        return _ov_float_layers(session.compiled)
-    return []
-
-
-def _ort_float_layers(path: Path) -> list[str]:
-    import onnx
-    import onnxruntime as ort
-
-    from ..engines.onnxruntime import _FLOAT_OPS
-
-    with tempfile.TemporaryDirectory(prefix="effstack-guard-") as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        so.intra_op_num_threads = 1
-        so.log_severity_level = 3
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        graph = onnx.load(so.optimized_model_filepath).graph
-    return [n.name or n.op_type for n in graph.node if n.op_type in _FLOAT_OPS]
-
-
-def _ov_float_layers(compiled: Any) -> list[str]:
-    from ..engines.openvino import _COMPUTE_LAYERS
-
-    out = []
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        rt = op.get_rt_info()
-        if "layerType" not in rt or rt["layerType"].astype(str) not in _COMPUTE_LAYERS:
-            continue
-        raw = rt["runtimePrecision"].astype(str).lower() if "runtimePrecision" in rt else "f32"
-        if raw not in ("u8", "i8"):
-            out.append(op.get_friendly_name())
-    return out
+    layers = session.layer_precisions() if hasattr(session, "layer_precisions") else {}
+    return [name for name, kind in layers.items() if kind not in ("int8", "int4", "uint8")]
 
 
 def offline_measure(duration_s: float = 1.0, repeats: int = 3) -> Measure:

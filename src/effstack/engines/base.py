@@ -106,6 +106,14 @@ class Session(ABC):
         """
         return {self.precision: 1}
 
+    def layer_precisions(self) -> dict[str, str]:
+        """Each compute layer's name -> the precision its kernel actually ran (``"int8"``, ``"fp32"``, ...).
+
+        Read from what the engine built (ONNX Runtime's optimized graph, OpenVINO's runtime model), so a
+        layer the runtime left in float shows up here by name. Empty for engines that cannot tell.
+        """
+        return {}
+
     def settings(self) -> dict[str, Any]:
         """The resolved settings that affect speed (threads, streams, hints, ...), for the result row."""
         return {"threads": self.options.n_threads, **self.options.knobs}
@@ -138,6 +146,14 @@ class Engine(ABC):
     @abstractmethod
     def load(self, model: "LoadedModel", options: SessionOptions) -> Session:
         """Build a session for ``model`` (exporting or compiling as needed)."""
+
+
+def count_precisions(layers: dict[str, str]) -> dict[str, int]:
+    """``{"conv1": "int8", "fc": "fp32", "conv2": "int8"}`` -> ``{"int8": 2, "fp32": 1}``."""
+    counts: dict[str, int] = {}
+    for kind in layers.values():
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def summarize_precision(counts: dict[str, int]) -> str:

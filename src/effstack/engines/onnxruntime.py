@@ -26,12 +26,13 @@ from ..errors import ArtifactError, ConfigError, EngineError, one_line
 from ..hardware import has_int8_dot_product
 from ..export._cache import atomic_file, cache_dir, hash_arrays, hash_text, safe_name
 from ..export.onnx import export_onnx
-from .base import Engine, Session, SessionOptions, calibration_batches
+from .base import Engine, Session, SessionOptions, calibration_batches, count_precisions
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel
 
-__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeSession", "quantize_onnx", "count_onnx_precision"]
+__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeSession", "quantize_onnx", "count_onnx_precision",
+           "onnx_layer_precisions"]
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
@@ -177,7 +178,7 @@ class OnnxRuntimeSession(Session):
         self._outputs = [sess.get_outputs()[0].name]
         self._input = sess.get_inputs()[0].name
         self._run = sess.run  # bound once: run() is on the timed path
-        self._counts: dict[str, int] | None = None
+        self._layers: dict[str, str] | None = None
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._run(self._outputs, {self._input: x})[0]
@@ -192,9 +193,13 @@ class OnnxRuntimeSession(Session):
 
     def executed_precision(self) -> dict[str, int]:
         """Compute nodes of the graph ONNX Runtime actually runs, by precision (e.g. ``{"int8": 20}``)."""
-        if self._counts is None:
-            self._counts = count_onnx_precision(self.path, self.knobs["graph_optimization"])
-        return dict(self._counts)
+        return count_precisions(self.layer_precisions())
+
+    def layer_precisions(self) -> dict[str, str]:
+        """Compute nodes of the optimized graph ONNX Runtime runs -> their precision."""
+        if self._layers is None:
+            self._layers = onnx_layer_precisions(self.path, self.knobs["graph_optimization"])
+        return dict(self._layers)
 
     def close(self) -> None:
         self.sess = None
@@ -202,11 +207,16 @@ class OnnxRuntimeSession(Session):
 
 
 def count_onnx_precision(path: Path, level: str = "all") -> dict[str, int]:
-    """Count compute nodes by executed precision in the graph ONNX Runtime builds from ``path``.
+    """Count compute nodes by executed precision in the graph ONNX Runtime builds from ``path``."""
+    return count_precisions(onnx_layer_precisions(path, level))
+
+
+def onnx_layer_precisions(path: Path, level: str = "all") -> dict[str, str]:
+    """Compute node name -> executed precision in the graph ONNX Runtime builds from ``path``.
 
     The optimized graph is saved (same optimization level, CPU provider) and inspected: fused
     ``QLinearConv``/``QGemm``/``*Integer`` nodes run int8; a ``Conv`` still fed by ``DequantizeLinear``
-    runs in float, and is counted so.
+    runs in float, and is named so.
     """
     ort = require("onnxruntime")
     onnx = require("onnx")
@@ -220,8 +230,8 @@ def count_onnx_precision(path: Path, level: str = "all") -> dict[str, int]:
         graph = onnx.load(so.optimized_model_filepath).graph
     weights = {t.name: t.data_type for t in graph.initializer}
     values = {v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input)}
-    counts: dict[str, int] = {}
-    for node in graph.node:
+    layers: dict[str, str] = {}
+    for i, node in enumerate(graph.node):
         op = node.op_type
         if op in _INT8_OPS:
             kind = "int8"
@@ -234,8 +244,8 @@ def count_onnx_precision(path: Path, level: str = "all") -> dict[str, int]:
             kind = _ONNX_FLOAT.get(elem, "fp32")
         else:
             continue
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
+        layers[node.name or f"{op}_{i}"] = kind
+    return layers
 
 
 class _Reader:

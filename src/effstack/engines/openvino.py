@@ -23,13 +23,13 @@ from .._optional import require
 from ..errors import ArtifactError, ConfigError, EngineError, PrecisionError, one_line
 from ..export._cache import cache_dir, hash_arrays, hash_text, safe_name
 from ..export.openvino import export_openvino, save_ir
-from .base import Engine, Session, SessionOptions, calibration_batches, iter_samples
+from .base import Engine, Session, SessionOptions, calibration_batches, count_precisions, iter_samples
 from ..hardware import has_int8_dot_product
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel
 
-__all__ = ["OpenVinoEngine", "OpenVinoSession", "quantize_ir", "count_ov_precision"]
+__all__ = ["OpenVinoEngine", "OpenVinoSession", "quantize_ir", "count_ov_precision", "ov_layer_precisions"]
 
 _HINTS = ("latency", "throughput")
 _PRESETS = ("performance", "mixed")
@@ -210,6 +210,10 @@ class OpenVinoSession(Session):
         """Compute layers of the compiled (runtime) model by their ``runtimePrecision``."""
         return count_ov_precision(self.compiled)
 
+    def layer_precisions(self) -> dict[str, str]:
+        """Compute layers of the compiled (runtime) model -> their ``runtimePrecision``."""
+        return ov_layer_precisions(self.compiled)
+
     def close(self) -> None:
         if self._queue is not None:
             self._queue.wait_all()
@@ -233,15 +237,19 @@ def _read_properties(compiled: Any) -> dict[str, Any]:
 
 def count_ov_precision(compiled: Any) -> dict[str, int]:
     """Count the compute layers of a compiled model's runtime graph by executed precision."""
-    counts: dict[str, int] = {}
+    return count_precisions(ov_layer_precisions(compiled))
+
+
+def ov_layer_precisions(compiled: Any) -> dict[str, str]:
+    """Compute layer name -> executed precision in a compiled model's runtime graph."""
+    layers: dict[str, str] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
         if "layerType" not in rt or rt["layerType"].astype(str) not in _COMPUTE_LAYERS:
             continue
         raw = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "f32"
-        kind = _PRECISION_NAMES.get(raw.lower(), raw.lower())
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
+        layers[op.get_friendly_name()] = _PRECISION_NAMES.get(raw.lower(), raw.lower())
+    return layers
 
 
 def quantize_ir(model: "LoadedModel", xml: Path, options: SessionOptions, knobs: dict[str, Any]) -> Path:
