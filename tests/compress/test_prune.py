@@ -49,6 +49,8 @@ def test_pruned_export_is_really_smaller(tmp_path):
 
 def test_ignore_keeps_named_layer():
     model = tiny_cnn(width=8, size=16)
+    for p in model.parameters():  # as load_model leaves it: frozen
+        p.requires_grad_(False)
     r = prune(model, None, PruneConfig(0.6, steps=1, finetune=None, ignore=("0",)))
     assert r.model[0].out_channels == 8
 

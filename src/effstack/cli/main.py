@@ -17,6 +17,7 @@ from . import quantize as quantize_cmd
 from . import plan as plan_cmd
 from . import serve as serve_cmd
 from . import synth as synth_cmd
+from . import train as train_cmd
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_parsers(sub)
     plan_cmd.add_parsers(sub)
     synth_cmd.add_parsers(sub)
+    train_cmd.add_parsers(sub)
     return parser
 
 

@@ -203,6 +203,8 @@ def prune(model: Any, example_input: Any = None, config: PruneConfig | None = No
         raise ConfigError("pruning with fine-tuning needs training data; pass data=(x, y) or finetune=None")
     x = _example(model, example_input)
     module = copy.deepcopy(unwrap(model)).eval()
+    for p in module.parameters():  # torch-pruning traces the graph through autograd; a loaded model is frozen
+        p.requires_grad_(True)
     names = dict(module.named_modules())
     missing = [n for n in config.ignore if n not in names]
     if missing:
