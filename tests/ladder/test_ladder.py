@@ -7,7 +7,7 @@ import math
 import pytest
 
 from effstack.errors import ConfigError
-from effstack.ladder import Budget, Config, Ladder, LadderResult, Measured, Rung, Shrunk, Variant
+from effstack.ladder import Budget, Candidate, Ladder, LadderResult, Measured, Rung, Shrunk, Variant
 from effstack.ladder.core import KEPT, REJECTED, SKIPPED, attribute, cost_per_million, decide, infeasible_message
 
 # per-sample cost in ms and per-call overhead in ms, by (variant, engine, precision)
@@ -26,11 +26,11 @@ ACCURACY = {"teacher": 95.0, "teacher-int8": 94.6, "student": 94.5, "student-int
 
 class CostModel:
     def __init__(self, accuracy=None, cost=None):
-        self.calls: list[tuple[str, Config]] = []
+        self.calls: list[tuple[str, Candidate]] = []
         self.accuracy = {**ACCURACY, **(accuracy or {})}
         self.cost = {**COST, **(cost or {})}
 
-    def __call__(self, variant: Variant, config: Config) -> Measured:
+    def __call__(self, variant: Variant, config: Candidate) -> Measured:
         self.calls.append((variant.label, config))
         key = (variant.label, config.engine, config.precision)
         if key not in self.cost:
@@ -56,7 +56,8 @@ def climb(budget_ms=20.0, max_drop="1.0", **kw) -> tuple[LadderResult, CostModel
     cost = kw.pop("cost", CostModel())
     hooks = dict(quantizer=quantizer, distiller=distiller)
     hooks.update(kw)
-    ladder = Ladder(Variant("teacher", params=10_000), Budget(budget_ms, max_drop), cost, max_batch=64, **hooks)
+    ladder = Ladder(Variant("teacher", params=10_000), Budget(budget_ms, max_drop), cost, max_batch=64, cores=2,
+                    **hooks)
     return ladder.climb(), cost
 
 
@@ -140,11 +141,25 @@ def test_infeasible_budget_names_the_fastest_p99():
 
 
 def test_layout_rung_measures_the_proposed_layouts():
-    layouts = lambda v, c: [Config(c.engine, c.precision, c.batch, 2, 1), Config(c.engine, c.precision, c.batch, 1, 2)]
+    def layouts(v, c, measure):
+        assert measure(v, c).throughput > 0  # the search measures through the ladder (cached)
+        return [Candidate(c.engine, c.precision, c.batch, 2, 1), Candidate(c.engine, c.precision, c.batch, 1, 2)]
+
     result, cost = climb(layout=layouts)
     layout = by_step(result)["layout"]
     assert layout.status == KEPT and layout.config.instances == 2
-    assert len(layout.details["tried"]) == 2
+    assert len(layout.details["tried"]) == 1  # the 1x2 layout is the current one: nothing to try
+
+
+def test_layout_rung_with_the_planner_searches_batch_and_instances():
+    from effstack.ladder.pipeline import make_layout
+
+    result, cost = climb(layout=make_layout(Budget(20.0), cores=2, max_batch=64, seconds=0.01))
+    layout = by_step(result)["layout"]
+    assert layout.status == KEPT and layout.config.instances == 2 and layout.config.threads == 1
+    assert layout.measured.p99_ms <= 20.0
+    tried = {c for label, c in cost.calls if c.instances == 2}
+    assert len({c.batch for c in tried}) > 1  # the planner moved along the batch axis
 
 
 def test_measurements_are_cached_per_variant_and_config():
@@ -170,7 +185,7 @@ def test_time_budget_skips_the_remaining_rungs():
 
 def test_baseline_that_cannot_run_is_a_clear_error():
     with pytest.raises(ConfigError, match="baseline .* could not run"):
-        Ladder(Variant("nothing"), Budget(5.0), CostModel()).climb()
+        Ladder(Variant("nothing"), Budget(5.0), CostModel(), cores=2).climb()
 
 
 @pytest.mark.parametrize("kw, match", [({"p99_ms": 0}, "latency budget must be positive"),

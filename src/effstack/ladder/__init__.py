@@ -10,7 +10,7 @@ from .._lazy import lazy_exports
 
 _LAZY = {
     "Budget": "core",
-    "Config": "core",
+    "Candidate": "core",
     "Measured": "core",
     "Rung": "core",
     "Ladder": "runner",

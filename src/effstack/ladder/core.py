@@ -27,8 +27,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..evaluate.accuracy import parse_max_drop
+from ..plan.candidate import Candidate
 
-__all__ = ["Budget", "Config", "Measured", "Rung", "KEPT", "REJECTED", "SKIPPED", "decide", "attribute",
+__all__ = ["Budget", "Candidate", "Measured", "Rung", "KEPT", "REJECTED", "SKIPPED", "decide", "attribute",
            "cost_per_million", "infeasible_message"]
 
 KEPT, REJECTED, SKIPPED = "kept", "rejected", "skipped"
@@ -86,36 +87,6 @@ class Budget:
         return _from_dict(cls, d, "budget")
 
 
-@dataclass(frozen=True)
-class Config:
-    """Where and how a model variant runs: engine, precision, batch, instances and threads per instance."""
-
-    engine: str = "torch"
-    precision: str = "fp32"
-    batch: int = 1
-    instances: int = 1
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("batch", "instances"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"threads must be a positive integer or None, got {self.threads!r}")
-
-    def label(self) -> str:
-        layout = f", {self.instances}x{self.threads or 'all'} threads" if self.instances > 1 or self.threads else ""
-        return f"{self.engine} {self.precision}, batch {self.batch}{layout}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Config:
-        return _from_dict(cls, d, "config")
-
-
 @dataclass
 class Measured:
     """What one configuration measured: throughput (samples/s, median) with its spread, latency of one
@@ -154,7 +125,7 @@ class Rung:
     status: str = SKIPPED
     reason: str = ""
     variant: str = ""
-    config: Config | None = None
+    config: Candidate | None = None
     measured: Measured | None = None
     drop: float | None = None
     step_speedup: float | None = None
@@ -174,7 +145,7 @@ class Rung:
         d = dict(d)
         config, measured = d.pop("config", None), d.pop("measured", None)
         rung = _from_dict(cls, d, "rung")
-        rung.config = Config.from_dict(config) if config else None
+        rung.config = Candidate.from_dict(config) if config else None
         rung.measured = Measured.from_dict(measured) if measured else None
         return rung
 

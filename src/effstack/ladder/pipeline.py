@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, EffstackError, InputError, one_line
-from .core import KEPT, Budget, Config, Rung
+from .core import KEPT, Budget, Candidate, Rung
 from .runner import Ladder, LadderResult, Shrunk, Variant
 from .workbench import Workbench
 
@@ -47,10 +47,10 @@ def _variant(model: Any, label: str, **kw: Any) -> Variant:
 
 
 def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float = 300.0,
-                   qat_epochs: int = 0) -> Callable[[Variant, Config, float], Shrunk]:
+                   qat_epochs: int = 0) -> Callable[[Variant, Candidate, float], Shrunk]:
     """The INT8 hook: :func:`effstack.compress.quantize` for the config's engine, within the points left."""
 
-    def quantizer(variant: Variant, config: Config, drop_left: float) -> Shrunk:
+    def quantizer(variant: Variant, config: Candidate, drop_left: float) -> Shrunk:
         from ..compress import QuantizeConfig, quantize
         from ..models import load_model
 
@@ -133,18 +133,31 @@ def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperat
     return distiller
 
 
-def make_layout(cores: int | None = None) -> Callable[[Variant, Config], list[Config]]:
-    """The layouts worth measuring: ``n`` instances x ``cores // n`` threads for every divisor ``n`` > 1."""
+def make_layout(budget: Budget, *, cores: int | None = None, max_batch: int = 256, seconds: float = 1.0,
+                mode: str = "smart") -> Callable[..., list[Candidate]]:
+    """The layout hook: the planner (:func:`effstack.plan.plan`) over instances x threads x batch for the
+    current engine and precision, measuring through the ladder (so what it measures is cached and reported)."""
     from ..engines.base import available_cores
 
     total = cores or available_cores()
 
-    def layout(variant: Variant, config: Config) -> list[Config]:
-        out = []
-        for n in range(2, total + 1):
-            if total % n == 0:
-                out.append(replace(config, instances=n, threads=total // n))
-        return out
+    def layout(variant: Variant, current: Candidate, measure: Callable[[Variant, Candidate], Any]) -> list[Candidate]:
+        from ..plan import Grid, Measurement, plan
+
+        layouts = [(n, total // n) for n in range(1, total + 1) if total % n == 0]
+        batches = sorted({2 ** k for k in range(max_batch.bit_length()) if 2 ** k <= max_batch} | {current.batch})
+        grid = Grid.build(current.engine, current.precision, batches, instances=sorted({n for n, _ in layouts}),
+                          threads=sorted({t for _, t in layouts}), cores=total, supported=lambda e: (current.precision,))
+
+        def measured(c: Candidate, secs: float) -> Measurement:
+            m = measure(variant, c)
+            if m.error:
+                return Measurement.failed(m.error, secs)
+            return Measurement(throughput=m.throughput, p50_ms=m.p50_ms, p99_ms=m.p99_ms, seconds=secs)
+
+        result = plan(grid, measured, budget.p99_ms, objective="latency" if budget.objective == "latency" else
+                      "throughput", mode=mode, seconds=seconds, progress=False)
+        return [result.best[0]] if result.best else []
 
     return layout
 
@@ -171,7 +184,7 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
                seconds: float = 1.0, max_batch: int = 256, time_budget_s: float | None = None,
                prune: bool = True, recalibrate_bn: bool | None = None, eval_samples: int = 256,
                distill_epochs: int = 10, prune_epochs: int = 3, layout: bool = True,
-               progress: bool = True, measure: Callable[[Variant, Config], Any] | None = None) -> LadderResult:
+               progress: bool = True, measure: Callable[[Variant, Candidate], Any] | None = None) -> LadderResult:
     """Climb the ladder for ``model`` (a spec string or LoadedModel) under ``budget``.
 
     Without ``data`` the rungs are scored on synthetic inputs as top-1 agreement with the fp32 baseline
@@ -208,7 +221,8 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
         int8_engines=tuple(e for e in ("onnxruntime", "openvino") if e in engines),
         quantizer=make_quantizer(data), pruner=make_pruner(data, epochs=prune_epochs) if prune and data.train else None,
         distiller=make_distiller(data, student, epochs=distill_epochs) if student is not None else None,
-        layout=make_layout() if layout else None, max_batch=max_batch, time_budget_s=time_budget_s,
+        layout=make_layout(budget, max_batch=max_batch, seconds=seconds) if layout else None,
+        max_batch=max_batch, time_budget_s=time_budget_s,
         missing={**missing, "distill": "no student model given; pass --student"} if student is None else missing,
         model_name=loaded.name)
     with _progress(progress) as on_rung:
@@ -241,7 +255,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[Rung], None] | None]:
         yield on_rung
 
 
-def kept_config(result: LadderResult) -> tuple[Rung, Config]:
+def kept_config(result: LadderResult) -> tuple[Rung, Candidate]:
     final = result.final
     if final is None or final.config is None:
         raise ConfigError("the ladder kept no configuration")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ConfigError, EffstackError, one_line
-from .core import KEPT, REJECTED, SKIPPED, Budget, Config, Measured, Rung, attribute, decide, final_rung
+from .core import KEPT, REJECTED, SKIPPED, Budget, Candidate, Measured, Rung, attribute, decide, final_rung
 
 __all__ = ["Variant", "Ladder", "LadderResult", "STEPS", "Shrunk"]
 
@@ -62,10 +62,10 @@ class Shrunk:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-Measure = Callable[[Variant, Config], Measured]
-Quantizer = Callable[[Variant, Config, float], Shrunk]  # (float variant, config, points of drop left) -> INT8
+Measure = Callable[[Variant, Candidate], Measured]
+Quantizer = Callable[[Variant, Candidate, float], Shrunk]  # (float variant, config, points of drop left) -> INT8
 Shrinker = Callable[[Variant], Shrunk]  # prune / distill: a float variant -> a smaller float variant
-Layout = Callable[[Variant, Config], list[Config]]  # candidate instances x threads layouts to measure
+Layout = Callable[[Variant, Candidate, Measure], list[Candidate]]  # the layouts worth keeping (a planner search)
 
 
 @dataclass
@@ -138,7 +138,7 @@ class Ladder:
                  int8_engines: Sequence[str] = ("onnxruntime", "openvino"), quantizer: Quantizer | None = None,
                  pruner: Shrinker | None = None, distiller: Shrinker | None = None, layout: Layout | None = None,
                  max_batch: int = 256, time_budget_s: float | None = None, missing: dict[str, str] | None = None,
-                 on_rung: Callable[[Rung], None] | None = None, model_name: str = ""):
+                 on_rung: Callable[[Rung], None] | None = None, model_name: str = "", cores: int | None = None):
         if max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
         self.base, self.budget, self._measure = base, budget, measure
@@ -150,16 +150,21 @@ class Ladder:
         self.missing = dict(missing or {})
         self.on_rung = on_rung
         self.model_name = model_name or base.label
+        if cores is None:
+            from ..hardware import available_cores
+
+            cores = available_cores()
+        self.cores = cores
         self.rungs: list[Rung] = []
         self.curves: dict[str, list[dict[str, Any]]] = {}
         self.log: list[dict[str, Any]] = []
-        self._cache: dict[tuple[str, Config], Measured] = {}
+        self._cache: dict[tuple[str, Candidate], Measured] = {}
         self._t0 = 0.0
         self._student: Variant | None = None
         self.variants: dict[str, Variant] = {}  # every variant measured, by label (the bundle needs the final one)
 
     # -- measuring -------------------------------------------------------------------------------------
-    def measure(self, variant: Variant, config: Config) -> Measured:
+    def measure(self, variant: Variant, config: Candidate) -> Measured:
         """Measure once per (variant, config) in a climb; errors become a Measured with ``error``."""
         key = (variant.label, config)
         self.variants.setdefault(variant.label, variant)
@@ -176,7 +181,7 @@ class Ladder:
             self.log.append({"variant": variant.label, "config": config.to_dict(), "measured": m.to_dict()})
         return self._cache[key]
 
-    def best_batch(self, variant: Variant, config: Config) -> tuple[Config, Measured]:
+    def best_batch(self, variant: Variant, config: Candidate) -> tuple[Candidate, Measured]:
         """The largest-throughput batch within the budget, searched by doubling from ``config.batch``.
 
         Assumes latency grows with batch (true of every engine measured here): doubling stops at the first
@@ -211,7 +216,7 @@ class Ladder:
     def climb(self) -> LadderResult:
         """Run every rung; returns the :class:`LadderResult` (never raises for a rung that fails)."""
         self._t0 = time.perf_counter()
-        base_cfg = Config(self.baseline_engine, "fp32", 1)
+        base_cfg = Candidate(self.baseline_engine, "fp32", 1, 1, self.cores)
         base_m = self.measure(self.base, base_cfg)
         if base_m.error:
             raise ConfigError(f"the baseline ({base_cfg.label()}) could not run: {base_m.error}")
@@ -382,23 +387,23 @@ class Ladder:
         yield from self._quantized(s, self._student)
 
     def _layout(self, s: _State) -> Iterator[Proposal]:
-        """Each layout at its own best batch: several instances share the cores, so one batch takes longer."""
+        """What the layout search (the planner, in the real pipeline) picks among instances x threads."""
         if self.layout is None:
             yield Proposal.skipped(self.missing.get("layout", "no layout search"))
             return
-        configs = [c for c in self.layout(s.variant, s.config) if c != s.config]
-        if not configs:
-            yield Proposal.skipped("one instance with every thread is the only layout here")
-        for cfg in configs:
-            cfg, m = self.best_batch(s.variant, cfg)
-            yield Proposal(f"{cfg.instances} instance(s) x {cfg.threads or 'all'} thread(s), batch {cfg.batch}",
-                           s.variant, cfg, m)
+        picks = [c for c in self.layout(s.variant, s.config, self.measure) if c != s.config]
+        if not picks:
+            yield Proposal.skipped(f"the current layout ({s.config.instances}x{s.config.threads} threads) is "
+                                   "already the best the search found")
+        for cfg in picks:
+            yield Proposal(f"{cfg.instances} instance(s) x {cfg.threads} thread(s), batch {cfg.batch}",
+                           s.variant, cfg, self.measure(s.variant, cfg))
 
 
 @dataclass
 class _State:
     variant: Variant
-    config: Config
+    config: Candidate
     measured: Measured
     baseline: Measured
 
@@ -407,7 +412,7 @@ class _State:
 class Proposal:
     title: str
     variant: Variant | None
-    config: Config | None
+    config: Candidate | None
     measured: Measured | None
     details: dict[str, Any] = field(default_factory=dict)
     skip: str = ""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EffstackError, InputError
-from .core import Config, Measured
+from .core import Candidate, Measured
 from .runner import Variant
 
 __all__ = ["Workbench", "run_batches", "BYTES_PER_WEIGHT"]
@@ -65,7 +65,7 @@ class Workbench:
                              f"{len(self.x_eval)} inputs")
 
     # -- sessions ------------------------------------------------------------------------------------
-    def _session(self, variant: Variant, config: Config) -> Any:
+    def _session(self, variant: Variant, config: Candidate) -> Any:
         from ..engines import SessionOptions, get_engine
 
         batch_key = config.batch if config.engine == "openvino" else None
@@ -87,7 +87,7 @@ class Workbench:
         self.sessions.clear()
 
     # -- measuring -------------------------------------------------------------------------------------
-    def measure(self, variant: Variant, config: Config) -> Measured:
+    def measure(self, variant: Variant, config: Candidate) -> Measured:
         """Throughput, p50/p99 of one batch, accuracy, weight size for ``variant`` under ``config``."""
         from ..measure.scenarios import single_stream
 
@@ -110,13 +110,13 @@ class Workbench:
                         size_bytes=_size(variant, precision), executed_precision=executed,
                         seconds=r.duration_s + r.warmup_s)
 
-    def _measure_instances(self, variant: Variant, config: Config) -> Measured:
+    def _measure_instances(self, variant: Variant, config: Candidate) -> Measured:
         """Several sessions at once, through the planner's concurrent measurement (the same offline scenario)."""
         from ..errors import one_line
         from ..plan.candidate import Candidate
         from ..plan.real import measure_real
 
-        single = Config(config.engine, config.precision, config.batch)
+        single = Candidate(config.engine, config.precision, config.batch, 1, config.threads)
         try:
             accuracy = self.accuracy(variant, config, self._session(variant, single))
             m = measure_real(variant.model, Candidate(config.engine, "fp32" if variant.int8 else config.precision,
@@ -128,7 +128,7 @@ class Workbench:
                         macs=variant.macs, size_bytes=_size(variant, "int8" if variant.int8 else config.precision),
                         seconds=m.seconds)
 
-    def accuracy(self, variant: Variant, config: Config, session: Any) -> float:
+    def accuracy(self, variant: Variant, config: Candidate, session: Any) -> float:
         """Top-1 (labels) or agreement with the reference, in percent; cached per (variant, engine, precision)."""
         from ..evaluate.accuracy import agreement, top1
 
