@@ -17,6 +17,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "tensorrt": ("gpu", "the TensorRT engine"),
     "rich": ("all", "tables and progress bars"),
     "torch_pruning": ("shrink", "structural pruning"),
+    "grpc": ("grpc", "the gRPC endpoint of effstack serve"),
+    "tritonclient.grpc": ("grpc", "the gRPC protocol messages"),
 }
 
 

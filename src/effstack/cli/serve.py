@@ -45,6 +45,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "(default 0.1ms; 0: never)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--grpc-port", type=int, metavar="PORT",
+                   help="also serve the protocol over gRPC on this port, e.g. 8001 (default: off)")
     p.add_argument("--token-file", metavar="PATH",
                    help="require 'Authorization: Bearer <token>' with the token in this file (or $EFFSTACK_TOKEN)")
     p.add_argument("--max-request-mb", type=float, default=64.0, help="larger request bodies get 413 (default 64)")
@@ -136,6 +138,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(json.dumps({n: c.to_dict() for n, c in configs.items()}, indent=1))
         return 0
     require_serve()
+    if args.grpc_port is not None:
+        from .._optional import require
+
+        for package in ("grpc", "tritonclient.grpc"):
+            require(package, "effstack serve --grpc-port")
     from ..serve.app import ServerOptions, create_app
     from ..serve.repository import ModelRepository, ModelRunner
     from ..serve.server import run_server
@@ -161,10 +168,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"opening index {args.index} ...", flush=True)
         extensions.append(SearchService.open(args.index, args.engine or "auto", threads=args.threads))
         print(f"  {len(extensions[0].index)} images; search page on http://{args.host}:{args.port}/search")
+    repository = ModelRepository(configs, runners=runners)
+    metrics, grpc = _grpc(repository, options, args.grpc_port)
     print(f"serving on http://{args.host}:{args.port}/v2 (Ctrl-C to stop)", flush=True)
-    run_server(create_app(ModelRepository(configs, runners=runners), options, extensions=extensions),
-               args.host, args.port)
+    run_server(create_app(repository, options, metrics, extensions=extensions), args.host, args.port, grpc=grpc)
     return 0
+
+
+def _grpc(repository: Any, options: Any, port: int | None) -> tuple[Any, Any]:
+    """The metrics both transports share and the gRPC server on ``port`` (None, None: gRPC is off)."""
+    if port is None:
+        return None, None
+    from ..serve.grpc_server import GrpcServer
+    from ..serve.metrics import ServerMetrics
+
+    metrics = ServerMetrics(repository.state)
+    grpc = GrpcServer(repository, metrics, options, port)
+    print(f"serving gRPC (inference.GRPCInferenceService) on {grpc.address}", flush=True)
+    return metrics, grpc
 
 
 def _print_step(r: Any, ok: bool | None = None) -> None:

@@ -42,19 +42,31 @@ def _config(app: Any, host: str, port: int, log_level: str) -> Any:
                           timeout_graceful_shutdown=10)
 
 
-def run_server(app: Any, host: str, port: int, log_level: str = "info") -> None:
-    """Serve ``app`` until interrupted (Ctrl-C drains the models and stops).
-
-    Raises:
-        ConfigError: the address cannot be bound.
-    """
+def _server(app: Any, host: str, port: int, log_level: str, grpc: Any = None) -> Any:
+    """A uvicorn server for ``app``; with ``grpc`` (a :class:`~effstack.serve.grpc_server.GrpcServer`), one that
+    serves gRPC on the same event loop too."""
     import uvicorn
 
-    server = uvicorn.Server(_config(app, host, port, log_level))
+    if grpc is None:
+        return uvicorn.Server(_config(app, host, port, log_level))
+    from .grpc_server import uvicorn_with_grpc
+
+    return uvicorn_with_grpc(_config(app, host, port, log_level), grpc)
+
+
+def run_server(app: Any, host: str, port: int, log_level: str = "info", grpc: Any = None) -> None:
+    """Serve ``app`` until interrupted (Ctrl-C drains the models and stops); with ``grpc``, gRPC as well.
+
+    Raises:
+        ConfigError: the address (or the gRPC one) cannot be bound.
+    """
+    server = _server(app, host, port, log_level, grpc)
     try:
         server.run()
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port") from None
+    if getattr(server, "error", None) is not None:
+        raise server.error
     if not server.started and not server.should_exit:
         raise EngineError("the server stopped during start-up; see the log above")
 
@@ -67,18 +79,18 @@ class BackgroundServer:
         host: the address (127.0.0.1).
         port: 0 picks a free port.
         start_timeout_s: how long to wait for the models to load.
+        grpc: a :class:`~effstack.serve.grpc_server.GrpcServer` to serve on the same loop (None: HTTP only).
 
     Raises:
         EngineError: the server did not start in time or failed during start-up.
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 120.0,
-                 log_level: str = "warning"):
-        import uvicorn
-
+                 log_level: str = "warning", grpc: Any = None):
         self.host = host
         self.port = port or free_port(host)
-        self.server = uvicorn.Server(_config(app, host, self.port, log_level))
+        self.grpc = grpc
+        self.server = _server(app, host, self.port, log_level, grpc)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn
         self.start_timeout_s = start_timeout_s
         self._thread = threading.Thread(target=self.server.run, name="effstack-server", daemon=True)
@@ -90,9 +102,11 @@ class BackgroundServer:
     def start(self) -> BackgroundServer:
         self._thread.start()
         deadline = time.monotonic() + self.start_timeout_s
-        while not self.server.started:
+        while not getattr(self.server, "serving", self.server.started):  # with gRPC: both listen
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
+                if getattr(self.server, "error", None) is not None:
+                    raise self.server.error
                 raise EngineError(f"the server on {self.url} did not start within {self.start_timeout_s:.0f} s")
             time.sleep(0.01)
         return self
