@@ -322,3 +322,66 @@ def test_serve_command_takes_grpc_port():
     args = build_parser().parse_args(["serve", "effstack.testing:tiny_mlp", "--grpc-port", "8001"])
     assert args.grpc_port == 8001
     assert build_parser().parse_args(["serve", "effstack.testing:tiny_mlp"]).grpc_port is None
+
+
+def _parse_grpc(request, meta):
+    """A ModelInferRequest through the same parser HTTP uses, against a one-input model ``meta``."""
+    from effstack.serve.grpc_server import as_http_body
+    from effstack.serve.protocol import TensorMeta, parse_infer_request
+
+    body, n = as_http_body(request)
+    return parse_infer_request(body, n, [meta], [TensorMeta("output", "FP32", [-1, 1])], 4)
+
+
+@pytest.mark.parametrize("datatype, field, values, expected", [
+    ("INT8", "int_contents", [-128, 127], np.array([[-128, 127]], np.int8)),
+    ("UINT64", "uint64_contents", [2**64 - 1, 0], np.array([[2**64 - 1, 0]], np.uint64)),
+    ("BOOL", "bool_contents", [True, False], np.array([[True, False]])),
+    ("FP64", "fp64_contents", [0.5, 1e300], np.array([[0.5, 1e300]])),
+    ("BYTES", "bytes_contents", [b"a", b"\xffbc"], np.array([[b"a", b"\xffbc"]], dtype=object)),
+])
+def test_typed_contents_of_every_kind_parse_like_http(datatype, field, values, expected):
+    from effstack.serve.protocol import TensorMeta
+
+    request = pb.ModelInferRequest(model_name="m", id="7")
+    request.parameters["priority"].uint64_param = 2
+    request.parameters["timeout"].int64_param = 5000
+    t = request.inputs.add(name="x", datatype=datatype, shape=[1, 2])
+    getattr(t.contents, field).extend(values)
+    request.outputs.add(name="output")
+    req = _parse_grpc(request, TensorMeta("x", datatype, [-1, 2]))
+    assert req.inputs["x"].dtype == expected.dtype and req.inputs["x"].tolist() == expected.tolist()
+    assert (req.id, req.priority, req.timeout_s, req.outputs) == ("7", 2, 0.005, [("output", False)])
+
+
+def test_contents_that_do_not_fit_are_protocol_errors():
+    from effstack.serve.errors import ProtocolError
+    from effstack.serve.protocol import TensorMeta
+
+    def request(datatype, field=None, values=(), raw=()):
+        r = pb.ModelInferRequest(model_name="m", raw_input_contents=list(raw))
+        t = r.inputs.add(name="x", datatype=datatype, shape=[1, 2])
+        if field:
+            getattr(t.contents, field).extend(values)
+        return r
+
+    fp16 = TensorMeta("x", "FP16", [-1, 2])
+    half = np.array([[1.5, -2]], np.float16)
+    assert _parse_grpc(request("FP16", raw=[half.tobytes()]), fp16).inputs["x"].tolist() == half.tolist()
+    for r, meta, match in [
+        (request("INT8", "int_contents", [128, 0]), TensorMeta("x", "INT8", [-1, 2]), "outside the range of INT8"),
+        (request("FP16", "fp32_contents", [1, 2]), fp16, "no typed contents; send it in raw_input_contents"),
+        (request("FP32", "fp32_contents", [1, 2], raw=[b"\0" * 8]), TensorMeta("x", "FP32", [-1, 2]),
+         "both contents and raw_input_contents"),
+        (request("FP9", "fp32_contents", [1, 2]), TensorMeta("x", "FP32", [-1, 2]), "must have datatype FP32"),
+    ]:
+        with pytest.raises(ProtocolError, match=match):
+            _parse_grpc(r, meta)
+
+
+def test_module_examples():
+    import doctest
+
+    from effstack.serve import grpc_server
+
+    assert doctest.testmod(grpc_server).failed == 0

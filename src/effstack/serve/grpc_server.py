@@ -56,6 +56,10 @@ _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_cont
              "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
              "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
              "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+# the numpy type each field's values arrive as (the proto's own: int32 for int_contents, ...)
+_FIELD_DTYPES = {"bool_contents": np.bool_, "int_contents": np.int32, "int64_contents": np.int64,
+                 "uint_contents": np.uint32, "uint64_contents": np.uint64, "fp32_contents": np.float32,
+                 "fp64_contents": np.float64}
 
 
 async def _abort(context: Any, exc: BaseException) -> None:
@@ -152,10 +156,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         m = self.metrics.model(runner.name, runner.version)
         try:
             runner.batcher.check_capacity()  # overload is answered before the tensors are even converted
-            body, header_length = as_http_body(request)
-            args = (body, header_length, runner.inputs, runner.outputs, runner.config.max_batch)
-            req = (await asyncio.to_thread(parse_infer_request, *args) if len(body) > PARSE_OFF_LOOP_BYTES
-                   else parse_infer_request(*args))
+            req = (await asyncio.to_thread(_parse, request, runner) if request.ByteSize() > PARSE_OFF_LOOP_BYTES
+                   else _parse(request, runner))
             y = await runner.infer(req.inputs[runner.inputs[0].name], req.timeout_s, req.priority)
             response = _infer_response(runner, req, y)
         except Exception as exc:
@@ -200,7 +202,7 @@ def _typed_bytes(t: Any) -> bytes:
     if t.datatype == "BYTES":
         return _to_binary(np.array(list(values), dtype=object))
     target = DATATYPES[t.datatype]
-    array = np.asarray(values)
+    array = np.fromiter(values, dtype=_FIELD_DTYPES[want], count=count)
     if target.kind in "iu" and array.size and not (np.iinfo(target).min <= array.min()
                                                    and array.max() <= np.iinfo(target).max):
         raise ProtocolError(f"input {t.name!r}: a value lies outside the range of {t.datatype}")
@@ -255,6 +257,11 @@ def as_http_body(request: Any) -> tuple[bytes, int]:
         doc["outputs"] = [{"name": o.name, "parameters": _parameters(o.parameters)} for o in request.outputs]
     head = json.dumps(doc, separators=(",", ":")).encode()
     return b"".join([head, *blobs]), len(head)
+
+
+def _parse(request: Any, runner: ModelRunner) -> InferRequest:
+    body, header_length = as_http_body(request)
+    return parse_infer_request(body, header_length, runner.inputs, runner.outputs, runner.config.max_batch)
 
 
 def _infer_response(runner: ModelRunner, req: InferRequest, y: np.ndarray) -> Any:
