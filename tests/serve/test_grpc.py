@@ -281,6 +281,27 @@ def test_overload_is_unavailable_and_timeouts_deadline_exceeded(serve, tiny_mlp_
     client.close()
 
 
+def test_a_client_deadline_cancels_the_queued_request(serve, tiny_mlp_model):
+    runner, (gate,) = gated_runner(tiny_mlp_model, max_batch=1)
+    srv = serve({"gated": runner})
+    x = np.zeros((1, 16), np.float32)
+    gate.gate.clear()
+    results: dict[int, np.ndarray] = {}
+    first = _infer_in_thread(srv, "gated", x, results, 0)
+    first.start()
+    wait_until(lambda: gate.running == 1, "the first batch to start")
+    client = _client(srv)
+    with pytest.raises(InferenceServerException) as info:  # the gRPC deadline, not the protocol's timeout
+        client.infer("gated", [_input(x)], client_timeout=0.2)
+    assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    wait_until(lambda: runner.batcher.queue.samples == 0, "the abandoned request to leave the queue")
+    gate.gate.set()
+    first.join(30)
+    assert gate.batches == [1] and sorted(results) == [0]  # it was never computed
+    assert client.infer("gated", [_input(x)]).as_numpy("output").shape == (1, 1)
+    client.close()
+
+
 def test_bearer_token_in_metadata(serve, tiny_mlp_model):
     runner, _ = gated_runner(tiny_mlp_model)
     srv = serve({"gated": runner}, token="s3cret")
