@@ -15,9 +15,11 @@ Modes:
   2. keeps the best ``keep`` fraction of families by the objective (at least two) and drops the rest,
      saying whether each was dominated (slower and higher p99 than a kept family) or just ranked lower;
   3. *bisects* the batch axis of each kept family for the largest batch whose p99 meets the budget,
-     with short measurements (the screening point is the first step of the bisection);
+     with short measurements (the screening point is the first step of the bisection); that batch is the
+     family's pick, even where a smaller one measured faster (short measurements are noisy);
   4. re-measures the best half of the families' picks (at least two) for the full ``seconds`` —
-     successive halving of measurement time — and chooses from those longer measurements.
+     successive halving of measurement time — and chooses from those longer measurements; a pick over
+     the budget when measured longer gives way to the next smaller batch of its family.
 
   With ``objective="latency"`` it screens each family at its smallest batch (p99 grows with batch) and
   re-measures the best ``keep`` fraction. Every decision that skipped cells because of an assumption is
@@ -380,7 +382,10 @@ def _bisect(search: _Search, family: Family, batches: list[int], seconds: float)
     if any(b not in measured for b in batches[:found]):
         search.assumptions.append(f"{name}: batches below {batches[found]} not measured (assumed: throughput "
                                   "does not fall as the batch grows)")
-    return search.best_of([_cell(family, b) for b in batches])
+    # the largest batch within budget, even where a smaller one measured faster: short measurements on a
+    # shared machine disagree by more than neighbouring batches differ, and the assumption says larger is faster
+    pick = _cell(family, batches[found])
+    return (pick, search.latest[pick])
 
 
 def _final_round(search: _Search, picks: list[Trial], seconds: float, n: int) -> Trial | None:
@@ -389,11 +394,11 @@ def _final_round(search: _Search, picks: list[Trial], seconds: float, n: int) ->
     finalists = []
     for c, _ in picks[:n]:
         # a finalist over the budget when measured longer gives way to the next smaller batch of its family
-        # that met it in a short measurement (already measured: no new cell)
-        steps = sorted((x for x, m in search.latest.items() if x.family == c.family and x.batch <= c.batch
-                        and m.meets(search.budget_ms)), key=lambda x: -x.batch)
+        # (p99 from a short measurement is a noisy estimate of the tail)
+        steps = [_cell(c.family, b) for b in reversed(search.grid.batches(c.family)) if b <= c.batch]
         for x in steps:
-            m = search.latest[x] if search.latest[x].seconds >= seconds else search.measure(x, seconds)
+            known = search.latest.get(x)
+            m = known if known is not None and known.seconds >= seconds else search.measure(x, seconds)
             if m.meets(search.budget_ms):
                 finalists.append(x)
                 if x != c:
