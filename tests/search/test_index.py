@@ -59,7 +59,7 @@ def test_exact_neighbours_matches_sort():
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
 def test_approximate_kinds_are_tuned_to_the_recall_target(kind):
-    v = clustered(8000)
+    v = clustered(3000, dim=8)
     index = vectors.build(kind, v)
     t = vectors.tune(index, kind, v, target=0.9)
     assert t.param in ("efSearch", "nprobe") and t.recall >= 0.9
@@ -263,3 +263,15 @@ def test_wal_record_round_trip():
     back = store.Record.decode(raw[12:], 4)
     assert back.ids == ["x", "y"] and back.paths == ["/x", "/y"] and (back.vectors == rec.vectors).all()
     assert Path(store.wal_path(Path("/r"), 3)).name == "wal-000003.log"
+
+
+def test_pinned_ivfpq_is_exact_until_it_can_train(tmp_path, monkeypatch):
+    monkeypatch.setattr(vectors, "IVFPQ_MIN", 500)
+    v = clustered(1500, dim=8)
+    with Index.create(tmp_path / "ix", MODEL, dim=8, kind="ivfpq", recall_target=0.9) as ix:
+        ix.add(ids("a", 100), v[:100])
+        ix.checkpoint()
+        assert ix.kind == "flat"
+        ix.add(ids("b", 1400), v[100:])
+    info = Index.open(tmp_path / "ix").info()
+    assert info["kind"] == "ivfpq" and info["tuning"]["param"] == "nprobe" and info["tuning"]["recall"] >= 0.9

@@ -72,7 +72,7 @@ class Index:
         self.model: dict[str, Any] = manifest["model"]
         self.dim = int(manifest["dim"])
         self.kind: str = manifest["kind"]
-        self.pinned_kind: bool = bool(manifest.get("pinned_kind", False))
+        self.pin: str | None = manifest.get("pin")  # the kind the user asked for (None: chosen by size)
         self.recall_target = float(manifest.get("recall_target", DEFAULT_RECALL_TARGET))
         self.tuning = vec.Tuning.from_dict(manifest.get("tuning", {}))
         self.tuned_at = int(manifest.get("tuned_at", 0))
@@ -99,7 +99,8 @@ class Index:
 
         Args:
             model: what made the embeddings; ``fingerprint`` is required (other keys are kept: name, spec, layer).
-            kind: pin the index kind (flat, hnsw, ivfpq); None chooses by size at each checkpoint.
+            kind: pin the index kind (flat, hnsw, ivfpq); None chooses by size at each checkpoint. An ivfpq
+                index is exact until it holds enough vectors to train on (:data:`~.vectors.IVFPQ_MIN`).
             recall_target: recall@10 an approximate kind is tuned to reach against exact search.
 
         Raises:
@@ -116,17 +117,14 @@ class Index:
             raise ConfigError(f"the recall target must be within (0, 1], got {recall_target}")
         if dim < 1 or not model.get("fingerprint"):
             raise ConfigError(f"an index needs dim >= 1 and a model fingerprint, got dim {dim}")
-        if kind == "ivfpq":
-            raise ConfigError("an ivfpq index is trained on its vectors and cannot start empty; let the kind be "
-                              "chosen by size (omit --kind)")
         vec.faiss()  # fail early, before any folder is made, when faiss is missing
         root.mkdir(parents=True, exist_ok=True)
         empty = np.zeros((0, dim), np.float32)
-        kind0 = kind or "flat"
+        kind0 = "flat" if kind in (None, "ivfpq") else kind
         faiss_bytes = _serialize(vec.build(kind0, empty)) if kind0 != "flat" else None
         store.write_snapshot(root, 0, Snapshot(empty, [], [], set(), faiss_bytes))
         store.write_manifest(root, {"generation": 0, "model": model, "dim": int(dim), "kind": kind0,
-                                    "pinned_kind": kind is not None, "recall_target": recall_target, "count": 0})
+                                    "pin": kind, "recall_target": recall_target, "count": 0})
         return cls.open(root, writable=True)
 
     @classmethod
@@ -155,8 +153,10 @@ class Index:
                 try:
                     snap = store.read_snapshot(root, g, int(manifest["dim"]), manifest["kind"] != "flat")
                     records, wal_bytes = store.read_wal(root, g, int(manifest["dim"]))
-                except FileNotFoundError:
-                    continue  # a writer checkpointed while we read: read the new generation
+                except (FileNotFoundError, ArtifactError):
+                    if not lock and store.read_manifest(root)["generation"] != g:
+                        continue  # a writer checkpointed (and deleted generation g) while we read: read the new one
+                    raise
                 if lock or store.read_manifest(root)["generation"] == g:
                     break
             else:
@@ -327,10 +327,12 @@ class Index:
         wal = self._writable()
         with self._lock:
             alive = len(self._row)
-            kind = self.kind if self.pinned_kind else vec.choose_kind(alive)
+            kind = self.pin or vec.choose_kind(alive)
             if kind == "ivfpq" and alive < vec.IVFPQ_MIN:
-                kind = "hnsw"
-            rebuild = kind != self.kind or (self._dead and (self.kind == "flat" or len(self._dead) > self._n // 20))
+                kind = "flat" if self.pin else "hnsw"
+            retrain = kind == "ivfpq" and alive >= 4 * max(self.tuned_at, 1)  # its lists fit the data it saw
+            rebuild = retrain or kind != self.kind or bool(
+                self._dead and (self.kind == "flat" or len(self._dead) > self._n // 20))
             if rebuild:
                 rows = sorted(self._row.values())
                 self._vecs = np.ascontiguousarray(self._vecs[rows])
@@ -349,7 +351,7 @@ class Index:
             store.write_snapshot(self.root, g, snap)
             store.write_manifest(self.root, {
                 "generation": g, "model": self.model, "dim": self.dim, "kind": self.kind,
-                "pinned_kind": self.pinned_kind, "recall_target": self.recall_target, "count": alive,
+                "pin": self.pin, "recall_target": self.recall_target, "count": alive,
                 "tuning": self.tuning.to_dict(), "tuned_at": self.tuned_at})
             wal.close()
             self.generation, self._pending = g, 0

@@ -164,19 +164,17 @@ def read_snapshot(root: Path, generation: int, dim: int, approximate: bool) -> S
     """Read generation ``generation``.
 
     Raises:
-        FileNotFoundError: the folder vanished (a writer checkpointed meanwhile; the caller retries).
-        ArtifactError: a file is missing, unreadable or inconsistent with the others.
+        ArtifactError: a file is missing (also when a writer checkpointed meanwhile and deleted this
+            generation: the caller checks the manifest and retries), unreadable, or inconsistent.
     """
     folder = gen_dir(root, generation)
     if not folder.is_dir():
-        raise FileNotFoundError(folder)
+        raise _corrupt(root, f"the snapshot {folder.name} is missing")
     try:
         vectors = np.load(folder / "vectors.npy", allow_pickle=False)
         entries = json.loads((folder / "entries.json").read_text())
         faiss_bytes = (folder / "index.faiss").read_bytes() if approximate else None
     except FileNotFoundError as exc:
-        if not folder.is_dir():
-            raise
         raise _corrupt(root, f"{folder.name}/{Path(exc.filename or '').name} is missing") from None
     except (OSError, ValueError) as exc:
         raise _corrupt(root, f"{folder.name} is unreadable ({' '.join(str(exc).split())[:120]})") from None
