@@ -39,12 +39,11 @@ def render(rng: np.random.Generator, digit: int, size: int, strength: float) -> 
     mask = rz.warp(mask, rz.homography(rng, size, strength), field)
 
     fg, bg = rz.contrasting_colours(rng, strength)
-    back = Image.fromarray(rz.to_uint8(rz.texture(rng, size, size, bg, strength)))
-    rz.draw_clutter(rng, back, strength, max_items=3)
+    back = rz.draw_clutter(rng, rz.to_uint8(rz.texture(rng, size, size, bg, strength)), strength, max_items=3)
     ink = rz.texture(rng, size, size, fg, strength * 0.5) if rng.random() < 0.5 else fg
     m = mask[..., None]
-    img = Image.fromarray(rz.to_uint8(np.asarray(back, np.float32) * (1 / 255) * (1 - m) + ink * m))
-    rz.draw_occluders(rng, img, strength, p=0.25, max_area=0.05)
+    img = rz.to_uint8(back * np.float32(1 / 255) * (1 - m) + ink * m)
+    img = rz.draw_occluders(rng, img, strength, p=0.25, max_area=0.05)
     img = rz.camera_artefacts(rng, img, strength)
     return np.asarray(img, np.uint8), {"label": digit, "class": str(digit), **how}
 

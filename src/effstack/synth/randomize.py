@@ -42,8 +42,8 @@ def homography(rng: np.random.Generator, size: int, strength: float, *, rotate: 
     fwd[:2, :2] = a
     fwd[2, :2] = rng.uniform(-perspective, perspective, 2) * s / size
     t = rng.uniform(-shift, shift, 2) * s * size
-    centre = np.array([[1, 0, c], [0, 1, c], [0, 0, 1.0]])
-    fwd = centre @ np.array([[1, 0, t[0]], [0, 1, t[1]], [0, 0, 1.0]]) @ fwd @ np.linalg.inv(centre)
+    to_centre, from_centre = np.array([[1, 0, -c], [0, 1, -c], [0, 0, 1.0]]), np.array([[1, 0, c], [0, 1, c], [0, 0, 1.0]])
+    fwd = from_centre @ np.array([[1, 0, t[0]], [0, 1, t[1]], [0, 0, 1.0]]) @ fwd @ to_centre
     return np.linalg.inv(fwd)
 
 
@@ -132,13 +132,15 @@ def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(v) for v in rng.integers(0, 256, 3))
 
 
-def draw_clutter(rng: np.random.Generator, img: Image.Image, strength: float, max_items: int = 4) -> None:
-    """Draw random lines, arcs and ellipses onto ``img`` (in place): distractors behind the object."""
-    if strength <= 0:
-        return
-    d = ImageDraw.Draw(img)
-    w, h = img.size
-    for _ in range(int(rng.integers(0, max_items + 1) * min(strength, 1.5))):
+def draw_clutter(rng: np.random.Generator, img: np.ndarray, strength: float, max_items: int = 4) -> np.ndarray:
+    """``img`` (uint8 ``(H, W, 3)``) with random lines, arcs and ellipses drawn on: distractors behind the object."""
+    count = int(rng.integers(0, max_items + 1) * min(strength, 1.5)) if strength > 0 else 0
+    if not count:
+        return img
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    w, h = pil.size
+    for _ in range(count):
         x0, y0, x1, y1 = (rng.uniform(-0.2, 1.2, 4) * [w, h, w, h]).tolist()
         box = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
         width = int(rng.integers(1, max(2, w // 16)))
@@ -149,35 +151,38 @@ def draw_clutter(rng: np.random.Generator, img: Image.Image, strength: float, ma
             d.arc(box, *rng.uniform(0, 360, 2).tolist(), fill=_random_colour(rng), width=width)
         else:
             d.ellipse(box, outline=_random_colour(rng), width=width)
+    return np.asarray(pil)
 
 
-def draw_occluders(rng: np.random.Generator, img: Image.Image, strength: float, p: float = 0.3,
-                   max_area: float = 0.08) -> None:
-    """With probability ``p * strength`` draw one small rectangle or blob (at most ``max_area`` of the image)."""
+def draw_occluders(rng: np.random.Generator, img: np.ndarray, strength: float, p: float = 0.3,
+                   max_area: float = 0.08) -> np.ndarray:
+    """With probability ``p * strength``, ``img`` (uint8) with one small rectangle or blob (<= ``max_area``) on top."""
     if rng.random() >= p * strength:
-        return
-    w, h = img.size
+        return img
+    h, w = img.shape[:2]
     side = np.sqrt(max_area * w * h) * rng.uniform(0.4, 1.0, 2)
     cx, cy = rng.uniform(0.1, 0.9, 2) * [w, h]
     box = [cx - side[0] / 2, cy - side[1] / 2, cx + side[0] / 2, cy + side[1] / 2]
-    d = ImageDraw.Draw(img)
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
     (d.rectangle if rng.random() < 0.5 else d.ellipse)(box, fill=_random_colour(rng))
+    return np.asarray(pil)
 
 
-def camera_artefacts(rng: np.random.Generator, img: Image.Image, strength: float) -> Image.Image:
-    """Blur, sensor noise and JPEG compression, each with a random amount scaled by ``strength``."""
+def camera_artefacts(rng: np.random.Generator, img: np.ndarray, strength: float) -> np.ndarray:
+    """Blur, sensor noise and JPEG compression of a uint8 image, each random and scaled by ``strength``."""
     if strength <= 0:
         return img
     if rng.random() < 0.6:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.6) * strength * img.size[0] / 32))
+        radius = rng.uniform(0, 0.6) * strength * img.shape[1] / 32
+        img = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius)))
     if rng.random() < 0.6:
-        a = np.asarray(img, np.float32)
-        a = a + rng.normal(0, rng.uniform(0, 0.08) * 255 * strength, a.shape).astype(np.float32)
-        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+        noise = rng.normal(0, rng.uniform(0, 0.08) * 255 * strength, img.shape).astype(np.float32)
+        img = np.clip(img + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.4 * min(strength, 1.0):
         buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(rng.integers(15, 90)))
-        img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        Image.fromarray(img).save(buf, format="JPEG", quality=int(rng.integers(15, 90)))
+        img = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
     return img
 
 

@@ -143,12 +143,11 @@ def render(rng: np.random.Generator, cls: int, size: int, strength: float) -> tu
     solid, alpha = Image.new("RGB", (size * ss, size * ss)), Image.new("L", (size * ss, size * ss))
     _draw_solid(solid, alpha, verts * scale, faces, R, t, np.diag([ss, ss, 1.0]) @ K, _shade(rng, strength))
     bg_colour = rng.uniform(0, 1, 3) if strength > 0 else np.full(3, 0.5)
-    back = Image.fromarray(rz.to_uint8(rz.texture(rng, size, size, bg_colour, strength)))
-    rz.draw_clutter(rng, back, strength, max_items=4)
+    back = rz.draw_clutter(rng, rz.to_uint8(rz.texture(rng, size, size, bg_colour, strength)), strength, max_items=4)
     a = np.asarray(alpha.resize((size, size), Image.BOX), np.float32)[..., None] / 255
     premultiplied = np.asarray(solid.resize((size, size), Image.BOX), np.float32)  # black outside the solid
-    img = Image.fromarray(np.clip(np.asarray(back, np.float32) * (1 - a) + premultiplied + 0.5, 0, 255).astype(np.uint8))
-    rz.draw_occluders(rng, img, strength, p=0.3, max_area=0.04)
+    img = np.clip(back * (1 - a) + premultiplied + 0.5, 0, 255).astype(np.uint8)
+    img = rz.draw_occluders(rng, img, strength, p=0.3, max_area=0.04)
     img = rz.camera_artefacts(rng, img, strength)
     pix = project(verts * scale, R, t, K)
     x0, y0 = np.clip(pix.min(0), 0, size)
