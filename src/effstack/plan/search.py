@@ -11,15 +11,15 @@ Modes:
 * ``"smart"`` (default) assumes, per *family* (engine, precision, instances, threads), that p99 latency
   grows with the batch size and that throughput does not fall as the batch grows. It then
 
-  1. *screens* every family with one short measurement (``screen_seconds``) at its middle batch size;
-  2. keeps the best ``keep`` fraction of families by the objective (at least two) and drops the rest,
-     saying whether each was dominated (slower and higher p99 than a kept family) or just ranked lower;
-  3. *bisects* the batch axis of each kept family for the largest batch whose p99 meets the budget,
-     with short measurements (the screening point is the first step of the bisection); that batch is the
+  1. *screens* every family with one short measurement (``screen_seconds``) at its middle batch size,
+     then re-measures the better half for twice as long, and so on (successive halving: more time, no
+     more cells) until the best ``keep`` fraction of families (at least two) remains; each family dropped
+     is listed with its figures and whether it was dominated (slower with a higher p99 than a kept one);
+  2. *bisects* the batch axis of each kept family for the largest batch whose p99 meets the budget
+     (probes of ``2 * screen_seconds``; the screening point is the first step); that batch is the
      family's pick, even where a smaller one measured faster (short measurements are noisy);
-  4. re-measures the best half of the families' picks (at least two) for the full ``seconds`` —
-     successive halving of measurement time — and chooses from those longer measurements; a pick over
-     the budget when measured longer gives way to the next smaller batch of its family.
+  3. re-measures every pick for the full ``seconds`` and chooses from those longer measurements; a pick
+     over the budget when measured longer gives way to the next smaller batch of its family.
 
   With ``objective="latency"`` it screens each family at its smallest batch (p99 grows with batch) and
   re-measures the best ``keep`` fraction. Every decision that skipped cells because of an assumption is
@@ -311,25 +311,43 @@ def _name(family: Family) -> str:
 
 
 def _screen(search: _Search, families: list[Family], batch_of: Callable[[Family], int], seconds: float,
-            keep: float) -> list[Family]:
-    """Measure each family once at ``batch_of(family)``; keep the best ``keep`` fraction (at least two)."""
-    points = {f: search.get(_cell(f, batch_of(f)), seconds) for f in families}
-    alive = [f for f in families if points[f].ok]
+            longest: float, keep: float) -> list[Family]:
+    """Successive halving over families at one batch each: measure all for ``seconds``, then repeatedly
+    re-measure the better half for twice as long (up to ``longest``) until the best ``keep`` fraction (at
+    least two) remains. Re-measuring the same cells costs time, not cells."""
+    cells = {f: _cell(f, batch_of(f)) for f in families}
     for f in families:
-        if not points[f].ok:
-            search.rejected.append((_name(f), f"failed at b{batch_of(f)}: {points[f].error}"))
-    alive.sort(key=lambda f: search.score(points[f]), reverse=True)
-    kept = alive[: max(2, math.ceil(keep * len(families)))]
-    for f in alive[len(kept):]:
-        m = points[f]
-        winner = next((k for k in kept if _dominates(points[k], m)), None)
-        where = f"screened at b{batch_of(f)} ({_brief(m)})"
+        search.get(cells[f], seconds)
+
+    def point(f: Family) -> Measurement:
+        return search.latest[cells[f]]
+
+    def ranked(fs: list[Family]) -> list[Family]:
+        return sorted(fs, key=lambda f: search.score(point(f)), reverse=True)
+
+    for f in families:
+        if not point(f).ok:
+            search.rejected.append((_name(f), f"failed at b{batch_of(f)}: {point(f).error}"))
+    alive = ranked([f for f in families if point(f).ok])
+    target, dropped = max(2, math.ceil(keep * len(families))), []
+    while len(alive) > target:
+        half = max(target, math.ceil(len(alive) / 2))
+        dropped += alive[half:]
+        alive, seconds = alive[:half], min(2 * seconds, longest)
+        for f in alive:
+            if point(f).seconds < seconds:
+                search.measure(cells[f], seconds)
+        alive = ranked([f for f in alive if point(f).ok])
+    for f in dropped:
+        m = point(f)
+        winner = next((k for k in alive if _dominates(point(k), m)), None)
+        where = f"screened at b{batch_of(f)} ({_brief(m)}, {m.seconds:g} s)"
         if winner is not None:
             why = f"dominated: {where}, {_name(winner)} at b{batch_of(winner)} was faster with a lower p99"
         else:
-            why = f"{where}, ranked below the {len(kept)} families kept"
+            why = f"{where}, ranked below the {len(alive)} families kept"
         search.rejected.append((_name(f), why))
-    return kept
+    return alive
 
 
 def _dominates(a: Measurement, b: Measurement) -> bool:
@@ -341,20 +359,22 @@ def _smart_throughput(search: _Search, seconds: float, screen_seconds: float, ke
     grid = search.grid
     families = grid.families()
     batches = {f: grid.batches(f) for f in families}
-    kept = _screen(search, families, lambda f: batches[f][(len(batches[f]) - 1) // 2], screen_seconds, keep)
-    picks = [p for p in (_bisect(search, f, batches[f], screen_seconds) for f in kept) if p is not None]
+    kept = _screen(search, families, lambda f: batches[f][(len(batches[f]) - 1) // 2], screen_seconds, seconds,
+                   keep)
+    probe_seconds = min(seconds, 2 * screen_seconds)  # a p99 decision deserves more than the shortest look
+    picks = [p for p in (_bisect(search, f, batches[f], probe_seconds) for f in kept) if p is not None]
     if not picks:  # no kept family meets the budget: look for one that does among the others
         rest = sorted((f for f in families if f not in kept),
                       key=lambda f: min((m.p99_ms for c, m in search.latest.items() if c.family == f and m.ok),
                                         default=math.inf))
         for f in rest:
-            pick = _bisect(search, f, batches[f], screen_seconds)
+            pick = _bisect(search, f, batches[f], probe_seconds)
             if pick is not None:
                 picks.append(pick)
                 search.assumptions.append(f"no kept family met the budget, so {_name(f)} (the lowest p99 at "
                                           "screening among the rest) was searched too")
                 break
-    return _final_round(search, picks, seconds, max(2, math.ceil(len(picks) / 2)))
+    return _final_round(search, picks, seconds, len(picks))
 
 
 def _bisect(search: _Search, family: Family, batches: list[int], seconds: float) -> Trial | None:
@@ -418,7 +438,7 @@ def _smart_latency(search: _Search, seconds: float, screen_seconds: float, keep:
     grid = search.grid
     families = grid.families()
     smallest = {f: grid.batches(f)[0] for f in families}
-    kept = _screen(search, families, smallest.__getitem__, screen_seconds, keep)
+    kept = _screen(search, families, smallest.__getitem__, screen_seconds, seconds, keep)
     if any(len(grid.batches(f)) > 1 for f in families):
         search.assumptions.append("only the smallest batch of each family was measured (assumed: p99 grows "
                                   "with batch)")
