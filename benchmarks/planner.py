@@ -46,6 +46,11 @@ def warm_caches(model: Any, grid: Grid) -> None:
             print(f"warm-up of {engine} {precision} failed: {one_line(exc)}", file=sys.stderr)
 
 
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def paired(measure: Any, a: Candidate, b: Candidate, seconds: float, rounds: int) -> dict[str, Any]:
     """Measure ``a`` and ``b`` in ``rounds`` interleaved pairs (A B, then B A, ...); ratios a/b per pair."""
     pairs = []
@@ -63,6 +68,7 @@ def paired(measure: Any, a: Candidate, b: Candidate, seconds: float, rounds: int
         "smart_p99_median": statistics.median(x.p99_ms for x, _ in ok) if ok else None,
         "exhaustive_p99_median": statistics.median(y.p99_ms for _, y in ok) if ok else None,
         "ratio_median": statistics.median(ratios) if ratios else None,
+        "other_cpu_pct_median": _median([m.other_cpu_pct for pair in ok for m in pair]),
         "ratios": ratios,
     }
 
@@ -86,7 +92,8 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         out.append(f"paired re-measurement ({p['ok_pairs']} interleaved pairs x {p['seconds']:g} s): smart "
                    f"{_num(p['smart_median'])}/s p99 {_num(p['smart_p99_median'])} ms, exhaustive "
                    f"{_num(p['exhaustive_median'])}/s p99 {_num(p['exhaustive_p99_median'])} ms, median paired "
-                   f"ratio {p['ratio_median']:.3f}")
+                   f"ratio {p['ratio_median']:.3f}; other processes took {_num(p['other_cpu_pct_median'])}% of a "
+                   "core (median)")
     elif a.get("same_pick"):
         out.append("both searches chose the same configuration: paired ratio 1 by definition")
     out.append(f"acceptance: grid >= 60 cells {a['grid_ok']}, measured <= 25% {a['fraction_ok']}, within 5% "

@@ -25,6 +25,7 @@ def test_measure_real_gives_throughput_and_latency(tiny_mlp, candidate):
     m = measure_real(tiny_mlp, candidate, 0.05, repeats=2)
     assert m.ok and m.throughput > 0 and 0 < m.p50_ms <= m.p99_ms
     assert m.samples % candidate.batch == 0 and m.seconds == 0.05
+    assert m.other_cpu_pct is None or m.other_cpu_pct >= 0
 
 
 def test_measure_real_raises_effstack_errors(tiny_mlp):

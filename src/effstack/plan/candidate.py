@@ -88,7 +88,8 @@ class Measurement:
 
     throughput: samples/s with every instance busy; p50_ms / p99_ms: latency of one batch under that
     load; samples: samples timed; seconds: seconds asked for; error: one line when it failed (then the
-    numbers are None).
+    numbers are None); other_cpu_pct: other processes' CPU during the timed part, in % of one core (None:
+    not metered), to judge how far to trust the figure on a shared machine.
 
     Example:
         >>> Measurement(throughput=100.0, p50_ms=1.0, p99_ms=2.0, samples=50, seconds=0.5).ok
@@ -103,6 +104,7 @@ class Measurement:
     samples: int = 0
     seconds: float = 0.0
     error: str = ""
+    other_cpu_pct: float | None = None
 
     def __post_init__(self) -> None:
         if not self.error and (self.throughput is None or self.p99_ms is None):

@@ -127,5 +127,6 @@ def measure_real(
         result = offline(group, x, duration_s=seconds, repeats=repeats, timer=timer)
         # offline's timed rounds are its last `repeats` run_many calls (warm-up and sizing come first)
         lat = latency_stats([lap for laps in group.rounds[-repeats:] for lap in laps])
+    cpu = result.cpu.other_pct_core if result.cpu is not None else None
     return Measurement(throughput=result.throughput.median, p50_ms=lat.p50_ms, p99_ms=lat.p99_ms,
-                       samples=result.samples, seconds=seconds)
+                       samples=result.samples, seconds=seconds, other_cpu_pct=cpu)

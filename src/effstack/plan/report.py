@@ -1,9 +1,10 @@
 """A :class:`PlanResult` as tables (rich on a terminal, aligned text elsewhere) and as JSON.
 
-The measured-cells table marks each row: ``✓`` within the budget, ``P`` on the Pareto front, ``◀`` the choice::
+The measured-cells table marks each row: ``✓`` within the budget, ``P`` on the Pareto front, ``◀`` the choice;
+``others`` is other processes' CPU while it was measured (% of one core: high means trust it less)::
 
-    engine       precision  batch  inst x thr  samples/s  p50 ms  p99 ms  s     mark
-    onnxruntime  int8           8  2x1             1,303   11.2    29.1   1.0  ✓ P ◀
+    engine       precision  batch  inst x thr  samples/s  p50 ms  p99 ms  s  others  mark
+    onnxruntime  int8           8  2x1             1,303   11.2    29.1   1     12%  ✓ P ◀
 
 >>> from effstack.plan import Candidate, Measurement, PlanResult
 >>> t = (Candidate("e", "fp32", 4), Measurement(throughput=100.0, p50_ms=1.0, p99_ms=2.0, seconds=1.0))
@@ -25,8 +26,9 @@ from .search import PlanResult, Trial
 
 __all__ = ["plan_table", "format_plan", "print_plan", "write_plan"]
 
-_HEAD = ["engine", "precision", "batch", "inst x thr", "samples/s", "p50 ms", "p99 ms", "$/M", "s", "mark"]
-_RIGHT = {"batch", "samples/s", "p50 ms", "p99 ms", "$/M", "s"}
+_HEAD = ["engine", "precision", "batch", "inst x thr", "samples/s", "p50 ms", "p99 ms", "$/M", "s", "others",
+         "mark"]
+_RIGHT = {"batch", "samples/s", "p50 ms", "p99 ms", "$/M", "s", "others"}
 
 
 def _columns(result: PlanResult) -> list[str]:
@@ -41,6 +43,7 @@ def _line(result: PlanResult, trial: Trial) -> dict[str, str]:
     return {"engine": c.engine, "precision": c.precision, "batch": str(c.batch),
             "inst x thr": f"{c.instances}x{c.threads}", "samples/s": _num(m.throughput), "p50 ms": _num(m.p50_ms),
             "p99 ms": _num(m.p99_ms), "$/M": "-" if cost is None else f"{cost:.4g}", "s": f"{m.seconds:g}",
+            "others": "-" if m.other_cpu_pct is None else f"{m.other_cpu_pct:.0f}%",
             "mark": " ".join(x for x in marks if x)}
 
 
