@@ -60,6 +60,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--ids", action="store_true", help="also list every id")
     i.set_defaults(func=cmd_info)
 
+    t = sub.add_parser("train-embedder", help="train an image embedder by contrastive self-supervision (no labels)",
+                       description="Train a small CNN so that crops, flips, colour changes and JPEG recompression "
+                       "of an image embed close to it (SimCLR's NT-Xent), on synthetic photos and any unlabelled "
+                       "images in --images. Writes a state dict for the model "
+                       "effstack.search.contrastive:embedder_net.")
+    t.add_argument("--out", required=True, metavar="PATH", help="where to write the weights (.pt)")
+    t.add_argument("--images", metavar="DIR", help="unlabelled images to train on as well")
+    t.add_argument("--synthetic", type=int, default=4000, help="synthetic photos in the training pool (default 4000)")
+    t.add_argument("--steps", type=int, default=400, help="optimiser steps (default 400)")
+    t.add_argument("--batch", type=int, default=64, help="images per step, two views each (default 64)")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
+    t.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature (default 0.2)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", metavar="PATH", help="write the training summary as JSON")
+    t.set_defaults(func=cmd_train_embedder)
+
 
 def _add_run_options(p: argparse.ArgumentParser, default_engine: str | None = None) -> None:
     p.add_argument("--engine", default=default_engine, help="engine computing embeddings (default auto)")
@@ -228,4 +244,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.ids:
         info["ids"] = index.ids
     print(json.dumps(info, indent=1))
+    return 0
+
+
+def cmd_train_embedder(args: argparse.Namespace) -> int:
+    from ..search.contrastive import FACTORY, ContrastiveConfig, train_embedder
+
+    config = ContrastiveConfig(steps=args.steps, batch=args.batch, lr=args.lr, temperature=args.temperature,
+                               synthetic=args.synthetic, images=args.images, seed=args.seed)
+    every = max(1, args.steps // 20)
+
+    def on_step(step: int, loss: float) -> None:
+        if step % every == 0 or step == args.steps:
+            print(f"step {step}/{args.steps}  loss {loss:.3f}", flush=True)
+
+    summary = train_embedder(config, args.out, on_step)
+    print(f"trained in {summary['seconds']:.0f} s: loss {summary['loss_first10']:.3f} -> {summary['loss_last10']:.3f} "
+          f"(chance {summary['chance_loss']:.3f}); wrote {summary['out']}")
+    print(f"use it: effstack index build {FACTORY} --weights {summary['out']} --images DIR --out INDEX")
+    if args.json:
+        from ..report.jsonio import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(summary, indent=1) + "\n")
     return 0

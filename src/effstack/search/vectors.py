@@ -34,7 +34,7 @@ FLAT_MAX = 50_000  # exact search of 50k × 512 floats is ~25 MFLOP: about 2-5 m
 HNSW_MAX = 5_000_000  # past this, HNSW's memory (vectors + ~256 B of links each) favours compressed codes
 IVFPQ_MIN = 1000
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_CONSTRUCTION = 40  # build cost grows with it; recall is recovered by tuning efSearch
 _EF_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 _NPROBE_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
 
