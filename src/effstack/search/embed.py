@@ -195,7 +195,8 @@ def _spec_dict(spec: ModelSpec) -> dict[str, Any]:
 
 
 def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", precision: str = "fp32",
-                  threads: int | None = None, batch: int = 32, input: InputSpec | None = None) -> Embedder:
+                  threads: int | None = None, batch: int = 32, input: InputSpec | None = None,
+                  calibration: Sequence[np.ndarray] | None = None) -> Embedder:
     """Load ``model`` (a spec string, :class:`ModelSpec` or loaded model) as an :class:`Embedder`.
 
     Args:
@@ -203,6 +204,7 @@ def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", pr
         engine: an effstack engine name; ``auto`` picks openvino, else onnxruntime, else torch.
         precision: the session's precision (fp32, int8, ...).
         batch: images per engine call.
+        calibration: preprocessed sample batches for INT8 calibration (default: the engine's synthetic ones).
 
     Raises:
         ConfigError: an unknown layer, or a layer asked of an ONNX model.
@@ -224,7 +226,7 @@ def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", pr
         feat = replace(loaded, module=module, fingerprint=fingerprint_module(module, loaded.input),
                        name=f"{loaded.name}-embed")
     session = get_engine(_auto_engine() if engine == "auto" else engine).load(
-        feat, SessionOptions(precision=precision, threads=threads, batch=batch))
+        feat, SessionOptions(precision=precision, threads=threads, batch=batch, calibration=calibration))
     source = {"spec": _spec_dict(loaded.spec), "input": loaded.input.to_dict()}
     try:
         return Embedder(feat, session, layer_name, source, batch)

@@ -70,6 +70,7 @@ class SearchService:
         self.uploads = index.root / "uploads"
         self._embed_lock = threading.Lock()  # one engine call at a time per session
         self._thumbs: OrderedDict[str, bytes] = OrderedDict()
+        self._thumbs_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | Path, engine: str = "auto", precision: str | None = None,
@@ -111,13 +112,14 @@ class SearchService:
             with atomic_file(path) as tmp:
                 tmp.write_bytes(data)
         self.index.add([image_id], vector, [str(path)])
-        self._thumbs.pop(image_id, None)
+        self._forget_thumb(image_id)
         return len(self.index)
 
     def _thumb(self, image_id: str) -> bytes:
-        if image_id in self._thumbs:
-            self._thumbs.move_to_end(image_id)
-            return self._thumbs[image_id]
+        with self._thumbs_lock:
+            if image_id in self._thumbs:
+                self._thumbs.move_to_end(image_id)
+                return self._thumbs[image_id]
         from PIL import Image, ImageOps
 
         path = self.index.path_of(image_id)
@@ -130,10 +132,16 @@ class SearchService:
         except (OSError, ValueError) as exc:
             raise UnknownIdError(f"the image of id {image_id!r} cannot be read from {path!r} ({exc.__class__.__name__})"
                                  "; it was moved or deleted: remove it from the index or restore the file") from None
-        self._thumbs[image_id] = data = out.getvalue()
-        while len(self._thumbs) > _THUMB_CACHE:
-            self._thumbs.popitem(last=False)
+        data = out.getvalue()
+        with self._thumbs_lock:
+            self._thumbs[image_id] = data
+            while len(self._thumbs) > _THUMB_CACHE:
+                self._thumbs.popitem(last=False)
         return data
+
+    def _forget_thumb(self, image_id: str) -> None:
+        with self._thumbs_lock:
+            self._thumbs.pop(image_id, None)
 
     # --- HTTP ---------------------------------------------------------------------------------------
 
@@ -191,7 +199,7 @@ class SearchService:
             if image_id not in self.index:
                 raise UnknownIdError(f"no image with id {image_id!r} in the index")
             await asyncio.to_thread(self.index.remove, [image_id])
-            self._thumbs.pop(image_id, None)
+            self._forget_thumb(image_id)
             return JSONResponse({"id": image_id, "removed": True, "count": len(self.index)})
 
         async def thumb(request: Any) -> Any:

@@ -75,7 +75,8 @@ def _ivfpq(dim: int, n: int) -> Any:
     f = faiss()
     nlist = max(1, min(65536, int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
     m = next(m for m in (64, 32, 16, 8, 4, 2, 1) if dim % m == 0 and (dim // m >= 2 or m == 1))
-    index = f.index_factory(dim, f"IVF{nlist},PQ{m}np,RFlat", f.METRIC_INNER_PRODUCT)  # np: no slow polysemous training
+    # "np": no polysemous training (minutes, and only for Hamming pre-filtering, which is not used here)
+    index = f.index_factory(dim, f"IVF{nlist},PQ{m}np,RFlat", f.METRIC_INNER_PRODUCT)
     f.downcast_index(index).k_factor = 8.0
     return index
 
