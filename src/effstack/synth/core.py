@@ -14,7 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -88,7 +88,6 @@ class SynthConfig:
     size: int = 32
     strength: float = 1.0
     workers: int = 0
-    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         recipe = get_recipe(self.recipe)
