@@ -1,8 +1,8 @@
 """``effstack index build|add|remove|query|info``: a similarity index of an image collection.
 
-``build`` embeds every image under ``--images`` with MODEL (default layer: the pooled features before the
-classifier) and writes the index to ``--out``; run it again after an interruption and it carries on where it
-stopped (images already indexed are skipped). The other commands load the model the index records.
+'build' embeds every image under --images with MODEL (default layer: the pooled features before the
+classifier) and writes the index to --out; run it again after an interruption and it carries on where it
+stopped (images already indexed are skipped). The other actions load the model the index records.
 """
 
 from __future__ import annotations

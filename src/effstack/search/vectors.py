@@ -164,12 +164,16 @@ class Tuning:
 
 
 def tune_queries(vectors: np.ndarray, n: int = 200, noise: float = 0.3, seed: int = 0) -> np.ndarray:
-    """Queries near stored vectors (each one perturbed and renormalised), so that the stored vector itself
-    is not a trivially found neighbour."""
+    """Queries near stored vectors (each one perturbed and renormalised)."""
     rng = np.random.default_rng(seed)
     picks = vectors[rng.choice(len(vectors), min(n, len(vectors)), replace=False)]
     jitter = rng.standard_normal(picks.shape).astype(np.float32) * (noise / np.sqrt(vectors.shape[1]))
     return normalize(picks + jitter)
+
+
+def _drop_self(labels: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Each row's labels without the query's own row, cut to ``k``."""
+    return np.stack([np.concatenate([lab[lab != r], np.full(1, -1)])[:k] for lab, r in zip(labels, rows)])
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -179,9 +183,11 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def tune(index: Any, kind: str, vectors: np.ndarray, target: float = 0.95, k: int = 10,
-         queries: np.ndarray | None = None) -> Tuning:
+         queries: np.ndarray | None = None, samples: int = 500) -> Tuning:
     """Raise the search parameter (HNSW ``efSearch``, IVF ``nprobe``) until recall@k against exact search
-    of ``queries`` (default: :func:`tune_queries`) reaches ``target``; the smallest such value is kept.
+    reaches ``target``; the smallest such value is kept. The queries are ``queries``, or by default
+    ``samples`` stored vectors each searching for its k nearest *other* vectors (leave-one-out: as hard as a
+    fresh query from the same collection, where perturbed copies of stored vectors would be too easy).
 
     Raises:
         ConfigError: ``target`` outside (0, 1].
@@ -190,16 +196,24 @@ def tune(index: Any, kind: str, vectors: np.ndarray, target: float = 0.95, k: in
         raise ConfigError(f"the recall target must be within (0, 1], got {target}")
     if kind == "flat" or len(vectors) == 0:
         return Tuning()
-    k = min(k, len(vectors))
-    q = tune_queries(vectors) if queries is None else queries
-    truth = exact_neighbours(vectors, q, k)
+    k = min(k, len(vectors) - 1) if queries is None else min(k, len(vectors))
+    if k < 1:
+        return Tuning()
+    if queries is None:  # leave-one-out: stored vectors query the others, like fresh draws of the same data
+        rows = np.random.default_rng(0).choice(len(vectors), min(samples, len(vectors)), replace=False)
+        q = vectors[rows]
+        truth = _drop_self(exact_neighbours(vectors, q, k + 1), rows, k)
+    else:
+        q, rows = queries, None
+        truth = exact_neighbours(vectors, q, k)
     steps, param = (_EF_STEPS, "efSearch") if kind == "hnsw" else (_NPROBE_STEPS, "nprobe")
     if kind == "ivfpq":
         steps = tuple(s for s in steps if s <= _nlist(index)) or (_nlist(index),)
     trace: list[tuple[int, float]] = []
     for value in steps:
         set_search_param(index, kind, value)
-        r = recall(search(index, q, k)[1], truth)
+        found = search(index, q, k + (rows is not None))[1]
+        r = recall(found if rows is None else _drop_self(found, rows, k), truth)
         trace.append((value, round(r, 4)))
         if r >= target:
             break
