@@ -15,6 +15,28 @@ from typing import Any
 import numpy as np
 
 
+def parse(p: Any, argv: Any, smoke: dict[str, Any], speed_rounds: int | None = None) -> Any:
+    """Add the shared options (speed rounds when ``speed_rounds``, --train-threads, --smoke, --json), parse,
+    apply the ``smoke`` overrides when asked, and set torch's training threads."""
+    import torch
+
+    if speed_rounds:
+        p.add_argument("--batch", type=int, default=32, help="batch of the speed measurement (default 32)")
+        p.add_argument("--rounds", type=int, default=speed_rounds,
+                       help=f"interleaved speed rounds (default {speed_rounds})")
+        p.add_argument("--seconds", type=float, default=1.0, help="seconds per model per round (default 1)")
+    p.add_argument("--train-threads", type=int, default=1,
+                   help="torch threads while training (default 1: on a busy machine, more threads spin and are slower)")
+    p.add_argument("--smoke", action="store_true", help="tiny and short (checks the script works)")
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args(argv)
+    if args.smoke:
+        for key, value in smoke.items():
+            setattr(args, key, value)
+    torch.set_num_threads(args.train_threads)  # training only: ONNX Runtime sessions keep their own threads
+    return args
+
+
 def digits(size: int = 32) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """((x_train, y_train), (x_test, y_test)), x ``(N, 1, size, size)`` float32 in [-1, 1]."""
     from effstack.testing.trained import digits_data
@@ -38,15 +60,15 @@ def vgg(width: int = 32, classes: int = 10, seed: int = 0):
                          nn.Linear(8 * w, classes))
 
 
-def small_cnn(width: int = 8, classes: int = 10, seed: int = 0):
-    """A student: two thin convolutions and a linear head."""
+def small_cnn(width: int = 8, classes: int = 10, seed: int = 0, size: int = 8):
+    """A student: two thin convolutions, each followed by 2×2 max pooling, and a linear head."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(2 * width, classes))
+                         nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(2 * width * (size // 4) ** 2, classes))
 
 
 def ort_session(model: Any, size: int, name: str, threads: int | None = None):

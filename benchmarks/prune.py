@@ -27,17 +27,11 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="prune + fine-tune rounds (default 3)")
     p.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs per round (default 3)")
     p.add_argument("--round-to", type=int, default=8, help="channel counts a multiple of this (default 8)")
-    p.add_argument("--batch", type=int, default=32, help="batch of the speed measurement (default 32)")
-    p.add_argument("--rounds", type=int, default=8, help="interleaved speed rounds (default 8)")
-    p.add_argument("--seconds", type=float, default=1.0, help="seconds per model per round (default 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--smoke", action="store_true", help="tiny and short (checks the script works)")
-    p.add_argument("--json", metavar="PATH")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.width, args.epochs, args.finetune_epochs, args.steps, args.rounds, args.seconds = 8, 1, 1, 1, 2, 0.2
+    from _shrink import digits, ort_session, paired_speedup, parse, vgg, write_json
 
-    from _shrink import digits, ort_session, paired_speedup, vgg, write_json
+    args = parse(p, argv, {"width": 8, "epochs": 1, "finetune_epochs": 1, "steps": 1, "rounds": 2, "seconds": 0.2},
+                 speed_rounds=8)
 
     from effstack.compress import PruneConfig, prune
     from effstack.train import TrainConfig, evaluate, fit
