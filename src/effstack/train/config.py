@@ -51,7 +51,7 @@ class TrainConfig:
     with native bf16 units; off elsewhere, where emulated bf16 is many times slower), ``bf16``, ``off``.
     augment: ``none`` | ``shift`` (random translation by up to 1/8 of the side, zero fill) |
     ``flip-shift`` (plus horizontal flips; not for digits or text); applied per batch, so a teacher and
-    its student see the same augmented images. seed: all randomness (init order, shuffling, augmentation,
+    its student see the same augmented images. seed: the loop's randomness (shuffling, augmentation,
     dropout) derives from it, per epoch, so a resumed run repeats the uninterrupted one. checkpoint_dir:
     where ``last.pt`` is written after every epoch (None: no checkpoints). resume: continue from
     ``checkpoint_dir/last.pt`` when it exists. progress: show a rich progress bar on stderr.
