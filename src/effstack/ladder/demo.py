@@ -32,7 +32,7 @@ class DemoConfig:
 
     train_images: int = 12000
     teacher_epochs: int = 6
-    student_epochs: int = 8
+    student_epochs: int = 20
     prune_epochs: int = 1
     seconds: float = 1.0
     latency_budget_ms: float = 10.0
@@ -43,8 +43,8 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(train_images=3000, teacher_epochs=3, student_epochs=4, prune_epochs=1, seconds=0.3,
-                   max_batch=128, prune=False)
+        return cls(train_images=2000, teacher_epochs=2, student_epochs=3, prune_epochs=1, seconds=0.2,
+                   max_batch=64, prune=False)
 
 
 def demo_teacher(num_classes: int = 10, width: int = 16):
@@ -60,8 +60,8 @@ def demo_teacher(num_classes: int = 10, width: int = 16):
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes))
 
 
-def demo_student(num_classes: int = 10, width: int = 16):
-    """The student: pools the 32x32 input back to the digits' own 8x8, then two small convs (~0.2 MMACs)."""
+def demo_student(num_classes: int = 10, width: int = 32):
+    """The student: pools the 32x32 input back to the digits' own 8x8, then two small convs (~1.2 MMACs)."""
     from torch import nn
 
     return nn.Sequential(nn.AvgPool2d(SIZE // 8), nn.Conv2d(1, width, 3, padding=1), nn.ReLU(inplace=True),
@@ -94,7 +94,7 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "results/demo",
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     _say(f"effstack demo: 1/4 rendering {config.train_images:,} synthetic digits (domain randomization)")
-    synth = resolve_data(f"synth:digits?n={config.train_images}&seed={config.seed}&preprocess=optdigits",
+    synth = resolve_data(f"synth:digits?n={config.train_images}&seed={config.seed}&strength=0.5&preprocess=optdigits",
                          progress=progress)
     x_train, y_train = as_arrays(synth)
     x_train = _upscale(x_train)

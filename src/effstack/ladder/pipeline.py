@@ -93,7 +93,7 @@ def make_pruner(data: LadderData, *, flops_ratio: float = 0.5, epochs: int = 3) 
         m = variant.model
         try:
             x = m.input.example(1)
-            res = prune(_trainable(m.module), x, PruneConfig(target_flops_ratio=flops_ratio,
+            res = prune(_trainable(m.module), x, PruneConfig(target_flops_ratio=flops_ratio, round_to=8,
                                                              finetune=TrainConfig(epochs=epochs, progress=False)),
                         data.train)
             small = from_module(res.model, m.input, f"{variant.label}-pruned")
@@ -107,7 +107,7 @@ def make_pruner(data: LadderData, *, flops_ratio: float = 0.5, epochs: int = 3) 
 
 
 def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperature: float = 4.0,
-                   alpha: float = 0.9) -> Callable[[Variant], Shrunk]:
+                   alpha: float = 0.9, train: Any = None) -> Callable[[Variant], Shrunk]:
     """The distillation hook: ``student`` (a LoadedModel or a spec) learns from the teacher on the training
     inputs (their labels are used when present, the teacher's outputs always)."""
 
@@ -122,8 +122,10 @@ def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperat
 
         s = student if hasattr(student, "module") else load_model(student, input=variant.model.input)
         try:
+            # plain batches: on the demo's digits, shifted batches and a larger step cost the student 2 points
+            config = train or TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, progress=False)
             distill(variant.model.module, _trainable(s.module), data.train,
-                    DistillConfig(temperature=temperature, alpha=alpha, train=TrainConfig(epochs=epochs, progress=False)))
+                    DistillConfig(temperature=temperature, alpha=alpha, train=config))
             out = from_module(s.module, s.input, "student")
         except EffstackError as exc:
             return Shrunk(None, one_line(exc))
