@@ -46,6 +46,15 @@ def _variant(model: Any, label: str, **kw: Any) -> Variant:
     return Variant(label, model, params=getattr(model, "params", None), macs=getattr(model, "macs", None), **kw)
 
 
+CALIBRATION_BYTES = 3 * 2**30  # activation memory the INT8 calibration may hold
+
+
+def _activation_bytes(variant: Variant) -> int:
+    """A rough upper bound of one sample's activation bytes: CNNs do ~160 MACs per activation element
+    (ResNet-50: 4.1 G MACs, ~25 M elements); 100 leaves a margin. At least 1 MB."""
+    return max(int(4 * (variant.macs or 0) / 100), 2**20)
+
+
 def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float = 300.0,
                    qat_epochs: int = 0) -> Callable[[Variant, Candidate, float], Shrunk]:
     """The INT8 hook: :func:`effstack.compress.quantize` for the config's engine, within the points left."""
@@ -58,7 +67,10 @@ def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float
             return Shrunk(None, "INT8 needs the float torch model; this one came as an ONNX file")
         x, y = data.eval
         train = data.train if qat_epochs and data.train is not None and data.train[1] is not None else None
-        qc = QuantizeConfig(engine=config.engine, max_drop=f"{drop_left:.4f}", samples=min(samples, len(x)),
+        # calibration keeps every sample's activations in memory (~100 MB a sample for ResNet-50 at 224x224):
+        # a large model calibrates on fewer samples rather than exhausting the machine
+        n_cal = min(samples, len(x), CALIBRATION_BYTES // _activation_bytes(variant))
+        qc = QuantizeConfig(engine=config.engine, max_drop=f"{drop_left:.4f}", samples=max(n_cal, 8),
                             batch=config.batch, threads=config.threads, speed_check=False, qat_epochs=qat_epochs,
                             time_budget_s=time_budget_s)
         try:
