@@ -256,12 +256,6 @@ def as_loaded(module: Any, input_spec: Any, name: str) -> Any:
     Example:
         >>> path = export_onnx(as_loaded(r.model, InputSpec((1, 32, 32)), "pruned"))  # doctest: +SKIP
     """
-    from ..models.loader import LoadedModel, count_macs, fingerprint_module
-    from ..models.spec import ModelSpec
+    from ..models.loader import from_module
 
-    module.eval()
-    out = LoadedModel(name, ModelSpec(name), input_spec, module=module,
-                      params=sum(p.numel() for p in module.parameters()))
-    out.fingerprint = fingerprint_module(module, input_spec)
-    out.macs = count_macs(module, input_spec)
-    return out
+    return from_module(module, input_spec, name, source=name)

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engines.base import SessionOptions
+from ..engines.base import SessionOptions, run_batches
 from ..errors import ConfigError, EffstackError, InputError
 from ..evaluate.accuracy import (
     agreement,
@@ -124,11 +124,9 @@ class QuantizeConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QuantizeConfig:
         """Build from :meth:`to_dict` output. Raises ConfigError on unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown quantize setting {unknown[0]!r}; use one of: {', '.join(sorted(known))}")
-        return cls(**d)
+        from ..train.config import config_from_dict
+
+        return config_from_dict(cls, d, "quantize")
 
 
 @dataclass
@@ -234,10 +232,6 @@ class _Scorer:
         return top1(out, self.y) if self.y is not None else agreement(out, self.ref)
 
 
-def _run(session: Any, x: np.ndarray, chunk: int = 64) -> np.ndarray:
-    return np.concatenate([session.infer(x[i: i + chunk]) for i in range(0, len(x), chunk)])
-
-
 def _load(engine: Any, model: LoadedModel, config: QuantizeConfig, precision: str = "fp32",
           path: Path | None = None) -> Any:
     from ..models import load_model
@@ -276,7 +270,7 @@ def quantize(model: LoadedModel, config: QuantizeConfig | None = None, data: Any
     rng = np.random.default_rng(config.seed)
     calib = x[np.sort(rng.permutation(len(x))[: config.samples])]
     with _load(engine, model, config) as fp32:
-        ref = _run(fp32, x)
+        ref = run_batches(fp32, x)
     score = _Scorer(config, ref, y)
     tol = parse_max_drop(config.max_drop)
     allowed = tol.allowed(score.baseline)
@@ -287,7 +281,7 @@ def quantize(model: LoadedModel, config: QuantizeConfig | None = None, data: Any
     def attempt(method: str, exclude: tuple[str, ...], source: Calibration | None = None) -> bool:
         path = (source or cal).build(method, exclude)
         with _load(engine, model, config, path=path) as s:
-            out = _run(s, x)
+            out = run_batches(s, x)
         got = score(out)
         row = {"method": method if source is None else f"qat+{method}", "kept_float": list(exclude),
                "score": round(got, 3), "drop": round(score.baseline - got, 3), "snr_db": round(snr_db(out, ref), 2),

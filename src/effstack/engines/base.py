@@ -148,6 +148,11 @@ class Engine(ABC):
         """Build a session for ``model`` (exporting or compiling as needed)."""
 
 
+def run_batches(session: "Session", x: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``session``'s outputs on ``x`` (N, ...), run ``chunk`` samples at a time and concatenated."""
+    return np.concatenate([session.infer(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
 def count_precisions(layers: dict[str, str]) -> dict[str, int]:
     """``{"conv1": "int8", "fc": "fp32", "conv2": "int8"}`` -> ``{"int8": 2, "fp32": 1}``."""
     counts: dict[str, int] = {}

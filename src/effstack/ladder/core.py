@@ -22,7 +22,7 @@ the reason, but buy nothing.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
@@ -226,7 +226,3 @@ def infeasible_message(budget: Budget, seen: list[Measured]) -> str:
     return (f"no configuration meets the p99 budget of {budget.p99_ms:g} ms: the fastest p99 seen was "
             f"{best:.2f} ms; raise --latency-budget to at least {math.ceil(best * 1.1 * 100) / 100:g}ms "
             f"or use a smaller model")
-
-
-def with_status(rung: Rung, status: str, reason: str) -> Rung:
-    return replace(rung, status=status, reason=reason)

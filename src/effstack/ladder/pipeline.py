@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, EffstackError, InputError, one_line
-from .core import KEPT, Budget, Candidate, Rung
+from ..errors import EffstackError, InputError, one_line
+from .core import Budget, Candidate, Rung
 from .runner import Ladder, LadderResult, Shrunk, Variant
 from .workbench import Workbench
 
@@ -105,7 +105,7 @@ def make_pruner(data: LadderData, *, flops_ratio: float = 0.5, epochs: int = 3) 
         m = variant.model
         try:
             x = m.input.example(1)
-            res = prune(_trainable(m.module), x, PruneConfig(target_flops_ratio=flops_ratio, round_to=8,
+            res = prune(m.module, x, PruneConfig(target_flops_ratio=flops_ratio, round_to=8,
                                                              finetune=TrainConfig(epochs=epochs, progress=False)),
                         data.train)
             small = from_module(res.model, m.input, f"{variant.label}-pruned")
@@ -136,7 +136,7 @@ def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperat
         try:
             # plain batches: on the demo's digits, shifted batches and a larger step cost the student 2 points
             config = train or TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, progress=False)
-            distill(variant.model.module, _trainable(s.module), data.train,
+            distill(variant.model.module, s.module, data.train,
                     DistillConfig(temperature=temperature, alpha=alpha, train=config))
             out = from_module(s.module, s.input, "student")
         except EffstackError as exc:
@@ -174,13 +174,6 @@ def make_layout(budget: Budget, *, cores: int | None = None, max_batch: int = 25
         return [result.best[0]] if result.best else []
 
     return layout
-
-
-def _trainable(module: Any) -> Any:
-    """The loader freezes weights for inference; training needs them back."""
-    for p in module.parameters():
-        p.requires_grad_(True)
-    return module
 
 
 def _missing_engines(names: list[str]) -> dict[str, str]:
@@ -267,12 +260,3 @@ def _progress(enabled: bool) -> Iterator[Callable[[Rung], None] | None]:
             status.update(f"[bold]ladder[/] after {rung.step} ...")
 
         yield on_rung
-
-
-def kept_config(result: LadderResult) -> tuple[Rung, Candidate]:
-    final = result.final
-    if final is None or final.config is None:
-        raise ConfigError("the ladder kept no configuration")
-    if final.status != KEPT:
-        raise ConfigError("the ladder's final rung was not kept")
-    return final, final.config

@@ -24,15 +24,9 @@ from ..errors import EffstackError, InputError
 from .core import Candidate, Measured
 from .runner import Variant
 
-__all__ = ["Workbench", "run_batches", "BYTES_PER_WEIGHT"]
+__all__ = ["Workbench", "BYTES_PER_WEIGHT"]
 
 BYTES_PER_WEIGHT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "ternary": 0.2}
-
-
-def run_batches(session: Any, x: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """Outputs of ``session`` on ``x`` (N, ...) in chunks of ``chunk`` samples, concatenated."""
-    return np.concatenate([np.asarray(session.run(np.ascontiguousarray(x[i:i + chunk])))
-                           for i in range(0, len(x), chunk)])
 
 
 @dataclass
@@ -130,6 +124,7 @@ class Workbench:
 
     def accuracy(self, variant: Variant, config: Candidate, session: Any) -> float:
         """Top-1 (labels) or agreement with the reference, in percent; cached per (variant, engine, precision)."""
+        from ..engines.base import run_batches
         from ..evaluate.accuracy import agreement, top1
 
         key = (variant.label, config.engine, config.precision)
