@@ -2,14 +2,14 @@
 
 ONNX Runtime's calibrators each run the float model themselves, so trying ``entropy`` after ``minmax``
 would run it twice. Here the float model (augmented to output every tensor a quantized node reads) runs
-**once** over the calibration samples; the raw activations are kept in memory by a :class:`Calibration`
-and every method's ranges are computed from them (min-max directly; entropy and percentile with ONNX
-Runtime's own ``HistogramCollector`` and its default settings). Ranges are handed to ``quantize_static``
-through its ``calibration_cache_path``, so it never calibrates again, and every QDQ build with a
-different set of float layers (sensitivity, fallback) reuses them.
+**once** over the calibration samples, and that one pass collects every method's statistics: running
+min/max, and ONNX Runtime's own ``HistogramCollector`` (its default settings) for entropy and percentile.
+Ranges are handed to ``quantize_static`` through its ``calibration_cache_path``, so it never calibrates
+again, and every QDQ build with a different set of float layers (sensitivity, fallback) reuses them.
 
-Memory: the activations of all calibration samples are held (e.g. a 32×32 CNN: a few MB per 100
-samples; ResNet-50 at 224²: ~100 MB per sample), so keep ``samples`` small for big inputs.
+Memory: the pass is streamed in chunks of samples whose activations fit ``chunk_bytes`` (256 MiB by
+default; ResNet-50 at 224² has ~100 MB of activations a sample, so 2 samples a chunk), and only the
+statistics are kept, so the sample count is bounded by time, not memory.
 
 >>> cal = Calibration(model, x[:64])                        # doctest: +SKIP
 >>> path = cal.build("entropy", exclude=("/3/Conv",))       # doctest: +SKIP
@@ -33,9 +33,14 @@ from ..export.onnx import export_onnx
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel
 
-__all__ = ["COMPUTE_OPS", "METHODS", "Calibration", "compute_layers"]
+__all__ = ["CHUNK_BYTES", "COMPUTE_OPS", "METHODS", "Calibration", "compute_layers"]
 
 METHODS = ("minmax", "entropy", "percentile")
+CHUNK_BYTES = 256 * 2**20  # activations held at once during calibration
+_HISTOGRAM_OPTIONS = {  # ONNX Runtime's defaults for each method (quantization.calibrate.create_calibrator)
+    "entropy": {"symmetric": False, "num_bins": 128, "num_quantized_bins": 128, "percentile": 99.999},
+    "percentile": {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128, "percentile": 99.999},
+}
 _TRANSPARENT = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Relu", "Clip",
                 "Resize", "Slice", "Gather", "Split")
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # the layers that do the multiply-accumulates
@@ -54,23 +59,32 @@ class Calibration:
         model: the float model (torch or ONNX).
         samples: calibration batch ``(N, *input.shape)``, float32, N >= 1.
         per_channel / reduce_range: weight quantization (per-channel int8; 7-bit on CPUs without VNNI).
+        chunk_bytes: activation bytes held at once while calibrating (the samples run in chunks this big).
+        methods: the methods whose statistics the float pass collects (a method asked for later that is
+            not among them costs a second pass); histograms cost time, so a min-max-only user can skip them.
 
     Raises:
         InputError: no samples, or samples whose shape does not fit the model.
     """
 
     def __init__(self, model: LoadedModel, samples: np.ndarray, per_channel: bool = True,
-                 reduce_range: bool = False):
+                 reduce_range: bool = False, *, chunk_bytes: int = CHUNK_BYTES,
+                 methods: tuple[str, ...] = METHODS):
         if samples is None or len(samples) == 0:
             raise InputError("no calibration data: pass at least one sample (or use a synthetic set)")
         self.model = model
         self.samples = model.input.validate(np.asarray(samples))
         self.per_channel, self.reduce_range = bool(per_channel), bool(reduce_range)
-        self.key = hash_text(model.fingerprint, hash_arrays([self.samples]), self.per_channel, self.reduce_range)
+        self.chunk_bytes = max(1, int(chunk_bytes))
+        self.methods = tuple(m for m in METHODS if m in methods)
+        self.chunk_size = 0  # samples a chunk, set by the float pass
+        # the chunk budget is in the key: entropy/percentile histograms depend on how the samples are chunked
+        self.key = hash_text(model.fingerprint, hash_arrays([self.samples]), self.per_channel, self.reduce_range,
+                             self.chunk_bytes)
         self.folder = cache_dir("quantize") / f"{safe_name(model.name)}-{model.fingerprint}"
         self.float_path = self._preprocess()
         self.layers = compute_layers(self.float_path)
-        self._activations: dict[str, np.ndarray] | None = None
+        self._stats: dict[str, Any] | None = None
         self._ranges: dict[str, Path] = {}
         self.float_runs = 0  # how many times the float model ran over the calibration set (tests pin 1)
 
@@ -91,32 +105,68 @@ class Calibration:
                 tmp.write_bytes(Path(src).read_bytes())
         return out
 
-    # -- activations: the one float run ---------------------------------------------------------------
+    # -- activation statistics: the one float pass, streamed in chunks -----------------------------------
 
-    def activations(self) -> dict[str, np.ndarray]:
-        """Every calibrated tensor's values over the calibration set (runs the float model the first time)."""
-        if self._activations is None:
-            from onnxruntime.quantization.calibrate import HistogramCalibrater
+    def statistics(self) -> dict[str, Any]:
+        """Every method's statistics over the calibration set (runs the float model the first time).
 
+        ``{"minmax": {tensor: (min, max)}, "entropy": HistogramCollector, "percentile": HistogramCollector}``
+        (only the methods given to the constructor). The augmented float model runs over the samples
+        ``chunk_size`` at a time; each chunk's activations are folded into running min/max and ONNX
+        Runtime's histograms, then dropped, so memory holds one chunk of activations, not the whole set.
+        """
+        if self._stats is None:
+            from onnxruntime.quantization.calibrate import (
+                HistogramCalibrater,
+                HistogramCollector,
+            )
+
+            stats: dict[str, Any] = {"minmax": {}}
+            for m in self.methods:  # ONNX Runtime's defaults for each method (create_calibrator)
+                if m != "minmax":
+                    stats[m] = HistogramCollector(method=m, scenario="same", **_HISTOGRAM_OPTIONS[m])
             with tempfile.TemporaryDirectory(prefix="effstack-calib-") as tmp:
                 cal = HistogramCalibrater(str(self.float_path), None, str(Path(tmp) / "augmented.onnx"))
                 cal.augment_graph()
                 cal.create_inference_session()
-                names = [o.name for o in cal.infer_session.get_outputs()]
-                keep = [n for n in names if n in cal.tensors_to_calibrate]
-                stacks: dict[str, list[np.ndarray]] = {n: [] for n in keep}
-                name = cal.infer_session.get_inputs()[0].name
-                for i in range(0, len(self.samples), 16):
-                    outs = cal.infer_session.run(keep, {name: self.samples[i: i + 16]})
-                    for n, o in zip(keep, outs):
-                        stacks[n].append(np.array(o, copy=True))
+                sess = cal.infer_session
+                keep = [o.name for o in sess.get_outputs() if o.name in cal.tensors_to_calibrate]
+                name = sess.get_inputs()[0].name
+                # one sample's activations size the chunks (it runs again in the first chunk: cheap)
+                per_sample = max(1, sum(int(o.nbytes) for o in sess.run(keep, {name: self.samples[:1]})))
+                size = self.chunk_size = int(min(len(self.samples), max(1, self.chunk_bytes // per_sample)))
+                for i in range(0, len(self.samples), size):
+                    self._accumulate(stats, dict(zip(keep, sess.run(keep, {name: self.samples[i: i + size]}))))
                 self.float_runs += 1
-                del cal
-            self._activations = {n: np.concatenate(v) for n, v in stacks.items()}
-        return self._activations
+                del cal, sess
+            self._stats = stats
+        return self._stats
+
+    @staticmethod
+    def _accumulate(stats: dict[str, Any], chunk: dict[str, np.ndarray]) -> None:
+        """Fold one chunk's activations (``{tensor: (n, ...)}``) into the running statistics."""
+        bounds = stats["minmax"]
+        for n, a in chunk.items():
+            lo, hi = (np.array(a.min(), np.float32), np.array(a.max(), np.float32)) if a.size else \
+                (np.array(0, np.float32), np.array(0, np.float32))
+            if n in bounds:
+                lo, hi = np.minimum(bounds[n][0], lo), np.maximum(bounds[n][1], hi)
+            bounds[n] = (lo, hi)
+        with contextlib.redirect_stdout(io.StringIO()):  # the collectors print progress notes
+            for m, collector in stats.items():
+                if m != "minmax":
+                    collector.collect(chunk)
 
     def ranges(self, method: str) -> Path:
-        """A calibration-cache file (ONNX Runtime's format) with ``method``'s ranges, computed once per method."""
+        """A calibration-cache file (ONNX Runtime's format) with ``method``'s ranges, computed once per method.
+
+        Min-max ranges are exact whatever the chunking. Entropy and percentile ranges equal ONNX Runtime's
+        single-shot result (and the earlier keep-everything code) whenever the calibration set fits in one
+        chunk; over several chunks the histograms are ONNX Runtime's incremental ones (bins set by the
+        first chunk, widened at the same bin width when a later chunk's range is larger, as ONNX Runtime's
+        own strided calibration does), so a threshold can move by up to about a bin of the first chunk's
+        histogram (entropy: 1/64 of its max |x|; percentile: 1/2048 of its max |x|).
+        """
         if method not in METHODS:
             from ..errors import ConfigError
 
@@ -125,25 +175,19 @@ class Calibration:
             return self._ranges[method]
         from onnxruntime.quantization.calibrate import (
             CalibrationMethod,
-            HistogramCollector,
             TensorsData,
             save_tensors_data,
         )
 
-        acts = self.activations()
-        quiet = contextlib.redirect_stdout(io.StringIO())  # the collectors print progress notes
+        if method not in self.methods:  # not collected in the first pass: collect it now (a second float run)
+            self.methods, self._stats = (*self.methods, method), None
+        stats = self.statistics()
         if method == "minmax":
-            data: dict[str, Any] = {n: (np.array(a.min(), np.float32), np.array(a.max(), np.float32))
-                                    for n, a in acts.items()}
+            data: dict[str, Any] = dict(stats["minmax"])
             kind = CalibrationMethod.MinMax
-        else:  # ONNX Runtime's defaults for each method (create_calibrator)
-            opts = ({"symmetric": False, "num_bins": 128, "num_quantized_bins": 128, "percentile": 99.999}
-                    if method == "entropy" else
-                    {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128, "percentile": 99.999})
-            collector = HistogramCollector(method=method, scenario="same", **opts)
-            with quiet:
-                collector.collect({n: [a] for n, a in acts.items()})
-                data = collector.compute_collection_result()
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                data = stats[method].compute_collection_result()
             kind = CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.Percentile
         out = self.folder / f"ranges-{self.key}-{method}.json"
         with atomic_file(out) as tmp:
