@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..train import TrainConfig, fit
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel
 
 __all__ = ["qat_finetune"]
+
+_STEP_LR = 0.05  # learning rate of the quantizers' log-steps (LSQ), not scaled with the weights' lr
 
 
 def _ste_round(z):
@@ -132,17 +135,13 @@ def qat_finetune(model: LoadedModel, x: np.ndarray, y: np.ndarray, epochs: int =
         h.remove()
     bits = 7 if reduce_range else 8
     _swap(net, is_layer, lambda name, m: QatLayer(m, inputs[id(m)], bits))
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam([{"params": [p for n, p in net.named_parameters() if "log_step" not in n], "lr": lr},
-                            {"params": [p for n, p in net.named_parameters() if "log_step" in n], "lr": 0.05}])
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    g = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=g).split(batch):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-            opt.step()
+    # the shared loop: Adam (AdamW without decay), float math (no bf16 autocast around the fake quantizers),
+    # the learned steps at 0.05 whatever ``lr`` is, and a cosine decay: the loop QAT had before kept the lr
+    # constant, which under fit's per-epoch shuffling ended 2.35 points down on the outlier test model at
+    # seed 0 (-0.17 to 0.84 at seeds 1-4); with the decay: -0.34 to 0.67 at seeds 0, 1, 2, 4 and 1.0 at seed 3
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, weight_decay=0.0, schedule="cosine", amp="off",
+                      seed=seed, progress=False)
+    fit(net, (x, y), cfg, label="qat", lr_scale={"log_step": _STEP_LR / lr})
     net.eval()
     _swap(net, lambda m: isinstance(m, QatLayer), lambda name, m: Clamped(m.layer, *m.act.bounds()))
     for p in net.parameters():

@@ -314,8 +314,21 @@ def _check_first_batch(logits: Any, y: Any, custom_loss: bool) -> None:
                          f"(0..{logits.shape[1] - 1}); fix the labels or give the model more outputs")
 
 
+def _param_groups(module: Any, params: list[Any], lr_scale: dict[str, float] | None) -> list[Any]:
+    """``params`` as optimizer groups: one per learning-rate multiple (``lr_scale``: name substring -> multiple)."""
+    if not lr_scale:
+        return params
+    names = {id(p): n for n, p in module.named_parameters()}
+    groups: dict[float, list[Any]] = {}
+    for p in params:
+        name = names.get(id(p), "")
+        groups.setdefault(next((s for key, s in lr_scale.items() if key in name), 1.0), []).append(p)
+    return [{"params": ps, "lr_scale": s} for s, ps in sorted(groups.items(), key=lambda kv: kv[0] != 1.0)]
+
+
 def fit(model: Any, data: Any, config: TrainConfig | None = None, *, val: Any = None,
-        loss_fn: LossFn | None = None, label: str = "train") -> TrainResult:
+        loss_fn: LossFn | None = None, label: str = "train",
+        lr_scale: dict[str, float] | None = None) -> TrainResult:
     """Train ``model`` in place on ``data``; return a :class:`TrainResult` (model back in eval mode).
 
     Args:
@@ -330,6 +343,8 @@ def fit(model: Any, data: Any, config: TrainConfig | None = None, *, val: Any = 
             model saw (a teacher can look at the same images); default cross-entropy with
             ``config.label_smoothing``.
         label: the progress bar's title.
+        lr_scale: parameters whose name contains a key train at that multiple of the learning rate (QAT's
+            learned quantizer steps: ``{"log_step": 50.0}``); the schedule applies to every group alike.
 
     Raises:
         ConfigError: a bad config, a model that is not a torch module, or a checkpoint written with
@@ -354,7 +369,7 @@ def fit(model: Any, data: Any, config: TrainConfig | None = None, *, val: Any = 
             p.requires_grad_(True)
     if not params:
         raise ConfigError("model has no parameters to train; give a model with weights")
-    opt = _optimizer(params, config)
+    opt = _optimizer(_param_groups(module, params, lr_scale), config)
     amp = resolve_amp(config.amp)
     loss_of = loss_fn or _default_loss(config.label_smoothing)
     ckpt = Path(config.checkpoint_dir).expanduser() / CHECKPOINT_NAME if config.checkpoint_dir else None
@@ -375,7 +390,8 @@ def fit(model: Any, data: Any, config: TrainConfig | None = None, *, val: Any = 
             loss_sum, seen = 0.0, 0
             for i, (x, y) in enumerate(train_data.batches(config.batch_size, gen)):
                 for group in opt.param_groups:
-                    group["lr"] = config.lr * lr_factor(epoch * steps + i, total, warmup, config.schedule)
+                    group["lr"] = config.lr * group.get("lr_scale", 1.0) * lr_factor(epoch * steps + i, total, warmup,
+                                                                                      config.schedule)
                 x = _augment(x, config.augment, gen)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
                     logits = module(x)
