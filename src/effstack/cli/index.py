@@ -1,8 +1,9 @@
 """``effstack index build|add|remove|query|info``: a similarity index of an image collection.
 
-'build' embeds every image under --images with MODEL (default layer: the pooled features before the
-classifier) and writes the index to --out; run it again after an interruption and it carries on where it
-stopped (images already indexed are skipped). The other actions load the model the index records.
+'build' embeds every image under --images with MODEL, or a ladder bundle folder run with its own engine,
+precision and threads (default layer: the pooled features before the classifier) and writes the index to
+--out; run it again after an interruption and it carries on where it stopped (images already indexed are
+skipped). The other actions load the model the index records.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, metavar="INDEX", help="the index folder to write")
     b.add_argument("--layer", help="layer to embed from (default: pooled features before the classifier; "
                    "'output': the model's output)")
-    b.add_argument("--kind", choices=["flat", "hnsw", "ivfpq"], help="pin the index kind (default: chosen by size)")
+    b.add_argument("--kind", choices=["flat", "hnsw", "ivf", "ivfpq"],
+                   help="pin the index kind (default: chosen by size)")
     b.add_argument("--recall-target", type=float, default=0.95, help="recall@10 an approximate index is tuned to")
-    _add_run_options(b, default_engine="auto")
+    _add_run_options(b, default_engine="auto")  # auto: a bundle's own engine, else the best one installed
     b.set_defaults(func=cmd_build)
 
     a = isub.add_parser("add", help="add images (files or folders) to an index")
@@ -130,8 +132,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     images = list_images(args.images)
     root = Path(args.images).expanduser().resolve()
-    embedder = load_embedder(model_spec_from_args(args), args.layer, args.engine, args.precision or "fp32",
-                             args.threads, args.batch)
+    embedder = load_embedder(model_spec_from_args(args), args.layer, args.engine, args.precision, args.threads,
+                             args.batch)
+    if embedder.note:
+        print(f"effstack: note: {embedder.note}", file=sys.stderr)
     try:
         if (out / "manifest.json").exists():
             index = Index.open(out, writable=True, fingerprint=embedder.fingerprint)

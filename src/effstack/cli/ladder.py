@@ -41,6 +41,9 @@ def add_ladder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", help="a smaller model to distil into (a spec, like --model)")
     p.add_argument("--latency-budget", default="100ms", help="p99 budget of one batch, e.g. 7ms (default 100ms)")
     p.add_argument("--max-drop", default="1.0", help="allowed accuracy drop: points (1.0) or relative (1%%)")
+    p.add_argument("--task", default="classification", choices=["classification", "embedding"],
+                   help="what the model outputs: class scores, or an embedding (then every rung's accuracy is "
+                        "recall@10 of the fp32 baseline's neighbours, in points)")
     p.add_argument("--objective", default="throughput", choices=["throughput", "latency", "cost"])
     p.add_argument("--price-per-hour", type=float, help="machine price for the cost column, e.g. 1.20")
     p.add_argument("--min-gain", type=float, default=1.05, help="smallest speed-up a rung must bring (default 1.05)")
@@ -124,8 +127,12 @@ def cmd_ladder(args: argparse.Namespace) -> int:
                         engines=tuple(e for e in args.engines.split(",") if e),
                         precisions=tuple(p for p in args.precisions.split(",") if p), seconds=args.seconds,
                         max_batch=args.max_batch, time_budget_s=parse_seconds(args.time_budget),
-                        prune=not args.no_prune, progress=not args.quiet)
+                        prune=not args.no_prune, progress=not args.quiet, task=args.task)
     write_outputs(result, args)
+    if args.task == "embedding":
+        from ..ladder.workbench import metric_name
+
+        print(f"accuracy: {metric_name(args.task, False)}")
     if result.infeasible:
         import sys
 

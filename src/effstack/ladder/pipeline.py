@@ -55,9 +55,10 @@ def _activation_bytes(variant: Variant) -> int:
     return max(int(4 * (variant.macs or 0) / 100), 2**20)
 
 
-def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float = 300.0,
-                   qat_epochs: int = 0) -> Callable[[Variant, Candidate, float], Shrunk]:
-    """The INT8 hook: :func:`effstack.compress.quantize` for the config's engine, within the points left."""
+def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float = 300.0, qat_epochs: int = 0,
+                   task: str = "classification") -> Callable[[Variant, Candidate, float], Shrunk]:
+    """The INT8 hook: :func:`effstack.compress.quantize` for the config's engine, within the points left
+    (``task="embedding"``: the guard scores recall@10 of the fp32 neighbours, as the ladder does)."""
 
     def quantizer(variant: Variant, config: Candidate, drop_left: float) -> Shrunk:
         from ..compress import QuantizeConfig, quantize
@@ -72,7 +73,7 @@ def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float
         n_cal = min(samples, len(x), CALIBRATION_BYTES // _activation_bytes(variant))
         qc = QuantizeConfig(engine=config.engine, max_drop=f"{drop_left:.4f}", samples=max(n_cal, 8),
                             batch=config.batch, threads=config.threads, speed_check=False, qat_epochs=qat_epochs,
-                            time_budget_s=time_budget_s)
+                            time_budget_s=time_budget_s, task=task)
         try:
             res = quantize(variant.model, qc, (x, y), train=train)
         except EffstackError as exc:
@@ -191,12 +192,15 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
                seconds: float = 1.0, max_batch: int = 256, time_budget_s: float | None = None,
                prune: bool = True, recalibrate_bn: bool | None = None, eval_samples: int = 256,
                distill_epochs: int = 10, prune_epochs: int = 3, layout: bool = True,
-               progress: bool = True, measure: Callable[[Variant, Candidate], Any] | None = None) -> LadderResult:
+               progress: bool = True, measure: Callable[[Variant, Candidate], Any] | None = None,
+               task: str = "classification") -> LadderResult:
     """Climb the ladder for ``model`` (a spec string or LoadedModel) under ``budget``.
 
     Without ``data`` the rungs are scored on synthetic inputs as top-1 agreement with the fp32 baseline
     (and a torchvision model without weights gets its BatchNorm statistics recalibrated first, so its
-    outputs are not degenerate). Pruning and distillation need ``data.train``.
+    outputs are not degenerate). Pruning and distillation need ``data.train``. ``task="embedding"`` (a
+    model whose output is an embedding): every rung is scored as recall@10 of the fp32 baseline's
+    neighbours on the evaluation inputs, in points (100: identical), and the INT8 guard scores the same way.
 
     Raises:
         ConfigError: the baseline cannot run, or bad settings. InputError: data that does not fit the model.
@@ -219,14 +223,15 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
             from ..models import from_module
 
             loaded = from_module(loaded.module, loaded.input, loaded.name, loaded.spec.source)
-    bench = Workbench(x_eval, y_eval, seconds=seconds)
+    bench = Workbench(x_eval, y_eval, task=task, seconds=seconds)
     missing = _missing_engines(list(engines))
     if data.train is None:
         missing.setdefault("prune", "pruning needs labelled training data to fine-tune; pass --train-data")
     ladder = Ladder(
         _variant(loaded, loaded.name), budget, measure or bench.measure, engines=engines, precisions=precisions,
         int8_engines=tuple(e for e in ("onnxruntime", "openvino") if e in engines),
-        quantizer=make_quantizer(data), pruner=make_pruner(data, epochs=prune_epochs) if prune and data.train else None,
+        quantizer=make_quantizer(data, task=task),
+        pruner=make_pruner(data, epochs=prune_epochs) if prune and data.train else None,
         distiller=make_distiller(data, student, epochs=distill_epochs) if student is not None else None,
         layout=make_layout(budget, max_batch=max_batch, seconds=seconds) if layout else None,
         max_batch=max_batch, time_budget_s=time_budget_s,

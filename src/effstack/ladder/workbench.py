@@ -4,8 +4,9 @@ Speed: the single-stream scenario at the configuration's batch (one batch after 
 the p99 of one batch's compute, the latency a request sees when the dynamic batcher launches it at
 once; throughput is batch / latency, the median of consecutive chunks, with their spread. Accuracy: the
 session's outputs on the evaluation set, as top-1 against labels when there are labels, else as top-1
-agreement with the baseline's outputs. Accuracy depends only on (variant, engine, precision), so it is
-computed once per such triple.
+agreement with the baseline's outputs; for an embedding model (``task="embedding"``) as recall@10 of the
+baseline's neighbours in points (100: every sample has the same 10 nearest neighbours as under fp32; labels
+are not used). Accuracy depends only on (variant, engine, precision), so it is computed once per such triple.
 
 Sessions are cached per (variant, engine, precision, threads) and reused across batch sizes (every
 engine here takes a dynamic batch); OpenVINO's performance hint depends on the batch, so its sessions
@@ -20,13 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EffstackError, InputError
+from ..errors import ConfigError, EffstackError, InputError
 from .core import Candidate, Measured
 from .runner import Variant
 
-__all__ = ["Workbench", "BYTES_PER_WEIGHT"]
+__all__ = ["Workbench", "BYTES_PER_WEIGHT", "metric_name"]
 
 BYTES_PER_WEIGHT = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "ternary": 0.2}
+
+
+def metric_name(task: str, labelled: bool) -> str:
+    """What the ladder's accuracy column holds for ``task``."""
+    if task == "embedding":
+        return "recall@10 of the fp32 baseline's neighbours (points; 100 = the same neighbours)"
+    return "top-1 accuracy" if labelled else "top-1 agreement with the fp32 baseline"
 
 
 @dataclass
@@ -36,6 +44,7 @@ class Workbench:
     Args:
         x_eval: evaluation inputs ``(N, *input_shape)`` float32.
         y_eval: labels ``(N,)`` or None (then accuracy is agreement with the baseline's outputs).
+        task: ``classification`` or ``embedding`` (accuracy is recall@10 of the baseline's neighbours).
         seconds: timed seconds per configuration (after warm-up).
         repeats: chunks whose throughputs give the spread.
         reference: the baseline's outputs on ``x_eval`` (filled by the first measurement when None).
@@ -45,6 +54,7 @@ class Workbench:
 
     x_eval: np.ndarray
     y_eval: np.ndarray | None = None
+    task: str = "classification"
     seconds: float = 1.0
     repeats: int = 3
     reference: np.ndarray | None = None
@@ -54,6 +64,13 @@ class Workbench:
     def __post_init__(self) -> None:
         if not isinstance(self.x_eval, np.ndarray) or self.x_eval.ndim < 2 or len(self.x_eval) == 0:
             raise InputError("the evaluation set must be a non-empty numpy batch (N, ...)")
+        # the INT8 guard's tasks: the ladder scores the same way
+        from ..compress.quantize import TASKS
+
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task == "embedding" and len(self.x_eval) < 2:
+            raise InputError("scoring an embedding model needs at least two evaluation inputs (neighbours)")
         if self.y_eval is not None and len(self.y_eval) != len(self.x_eval):
             raise InputError(f"labels must match the evaluation inputs: {len(self.y_eval)} labels for "
                              f"{len(self.x_eval)} inputs")
@@ -123,16 +140,20 @@ class Workbench:
                         seconds=m.seconds)
 
     def accuracy(self, variant: Variant, config: Candidate, session: Any) -> float:
-        """Top-1 (labels) or agreement with the reference, in percent; cached per (variant, engine, precision)."""
+        """Top-1 (labels), agreement with the reference, or (embeddings) recall@10 of the reference's
+        neighbours, in percent; cached per (variant, engine, precision)."""
         from ..engines.base import run_batches
-        from ..evaluate.accuracy import agreement, top1
+        from ..evaluate.accuracy import agreement, recall_at_k, top1
 
         key = (variant.label, config.engine, config.precision)
         if key not in self.accuracy_cache:
             out = run_batches(session, self.x_eval)
             if self.reference is None:
                 self.reference = out
-            if self.y_eval is not None:
+            if self.task == "embedding":
+                n = len(out)
+                self.accuracy_cache[key] = recall_at_k(out.reshape(n, -1), self.reference.reshape(n, -1), 10)
+            elif self.y_eval is not None:
                 self.accuracy_cache[key] = top1(out, self.y_eval)
             else:
                 self.accuracy_cache[key] = agreement(out, self.reference)

@@ -3,7 +3,11 @@
 The default layer is the pooled features before the classifier: the model with its last ``nn.Linear``
 replaced by ``nn.Identity`` (a ResNet's 2048 pooled features). ``layer="NAME"`` takes any node torchvision's
 feature extractor names instead (spatial maps are averaged over their positions); ``layer="output"`` uses
-the model's output as it is (a model that already is an embedder, or an ONNX file).
+the model's output as it is (a model that already is an embedder).
+
+A ladder bundle (``effstack ladder --bundle DIR``) is loaded with its artifact and its engine, precision and
+threads; an ONNX artifact is cut at the input of its final ``Gemm``/``MatMul`` for the pooled features (when
+no such layer can be cut, its output is embedded and :attr:`Embedder.note` says so).
 
 >>> emb = load_embedder("effstack.testing:tiny_cnn", engine="torch")      # doctest: +SKIP
 >>> emb.embed(np.zeros((2, 3, 32, 32), np.float32)).shape                  # doctest: +SKIP
@@ -23,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, suggest
+from ..errors import ArtifactError, ConfigError, InputError, suggest
 from ..models.spec import InputSpec, ModelSpec
 from .vectors import normalize
 
@@ -133,12 +137,14 @@ class Embedder:
     precision: an INT8 session of the same model fills the same index).
     """
 
-    def __init__(self, model: Any, session: Any, layer: str, source: dict[str, Any], batch: int = 32):
+    def __init__(self, model: Any, session: Any, layer: str, source: dict[str, Any], batch: int = 32,
+                 note: str = ""):
         self.model = model
         self.session = session
         self.layer = layer
         self.source = source
         self.batch = batch
+        self.note = note  # a line for the user: how the layer was chosen when the asked one could not be cut
         self.input: InputSpec = model.input
         self.fingerprint = hashlib.sha256(f"{model.fingerprint}|{layer}".encode()).hexdigest()[:16]
         self.dim = int(self.embed(model.input.example(1)).shape[1])
@@ -146,7 +152,8 @@ class Embedder:
     def describe(self) -> dict[str, Any]:
         """What an index's manifest records about the model (enough to load it again)."""
         return {"fingerprint": self.fingerprint, "name": self.model.name, "layer": self.layer, **self.source,
-                "engine": self.session.engine, "precision": self.session.precision}
+                "engine": self.session.engine, "precision": self.session.precision,
+                **({"note": self.note} if self.note else {})}
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """Embeddings ``(N, dim)`` of a preprocessed batch ``(N, C, H, W)``, run in chunks of ``batch``."""
@@ -194,45 +201,166 @@ def _spec_dict(spec: ModelSpec) -> dict[str, Any]:
     return d
 
 
-def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", precision: str = "fp32",
+def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", precision: str | None = None,
                   threads: int | None = None, batch: int = 32, input: InputSpec | None = None,
                   calibration: Sequence[np.ndarray] | None = None) -> Embedder:
-    """Load ``model`` (a spec string, :class:`ModelSpec` or loaded model) as an :class:`Embedder`.
+    """Load ``model`` (a spec string, :class:`ModelSpec`, loaded model or bundle folder) as an :class:`Embedder`.
 
     Args:
         layer: the layer whose output is the embedding (None: pooled features before the classifier).
-        engine: an effstack engine name; ``auto`` picks openvino, else onnxruntime, else torch.
-        precision: the session's precision (fp32, int8, ...).
+        engine: an effstack engine name; ``auto`` picks the bundle's engine, else openvino, else onnxruntime,
+            else torch.
+        precision: the session's precision (fp32, int8, ...; None: the bundle's, else fp32).
+        threads: compute threads (None: the bundle's, else all cores).
         batch: images per engine call.
         calibration: preprocessed sample batches for INT8 calibration (default: the engine's synthetic ones).
 
     Raises:
-        ConfigError: an unknown layer, or a layer asked of an ONNX model.
-        UnknownModelError, ArtifactError, MissingDependencyError, PrecisionError, EngineError: from loading.
+        ConfigError: an unknown layer, or a named layer asked of an ONNX model.
+        UnknownModelError, ArtifactError, MissingDependencyError, PrecisionError, EngineError: from loading
+            (ArtifactError: a bundle that is damaged or not a bundle).
     """
     from ..engines import SessionOptions, get_engine
     from ..models import load_model
     from ..models.loader import LoadedModel, fingerprint_module
     from ..serve.repository import _auto_engine
 
+    bundle = _bundle_path(model)
+    if bundle is not None:
+        return _load_bundle(bundle, layer, engine, precision, threads, batch, calibration)
     loaded = model if isinstance(model, LoadedModel) else load_model(ModelSpec.coerce(model), input=input)
+    note = ""
     if loaded.module is None:
-        if layer not in (None, "output"):
-            raise ConfigError(f"layer {layer!r} cannot be taken from an ONNX model; export the model to "
-                              "end at that layer, or pass a PyTorch model")
-        feat, layer_name = loaded, "output"
+        feat, layer_name, note = _onnx_features(loaded, layer)
     else:
-        module, layer_name = feature_module(loaded.module, layer)
+        module, layer_name, note = _torch_features(loaded, layer)
         feat = replace(loaded, module=module, fingerprint=fingerprint_module(module, loaded.input),
                        name=f"{loaded.name}-embed")
     session = get_engine(_auto_engine() if engine == "auto" else engine).load(
-        feat, SessionOptions(precision=precision, threads=threads, batch=batch, calibration=calibration))
+        feat, SessionOptions(precision=precision or "fp32", threads=threads, batch=batch, calibration=calibration))
     source = {"spec": _spec_dict(loaded.spec), "input": loaded.input.to_dict()}
     try:
-        return Embedder(feat, session, layer_name, source, batch)
+        return Embedder(feat, session, layer_name, source, batch, note)
     except BaseException:
         session.close()
         raise
+
+
+def _torch_features(loaded: Any, layer: str | None) -> tuple[Any, str, str]:
+    """``(module, layer name, note)``: :func:`feature_module`, or for a TorchScript module (no submodule can
+    be swapped or traced in it) its output, with a note when it ends in a classifier.
+
+    Raises:
+        ConfigError: an unknown layer, or a named layer asked of a TorchScript module.
+    """
+    import torch
+
+    if not isinstance(loaded.module, torch.jit.ScriptModule):
+        return (*feature_module(loaded.module, layer), "")
+    if layer not in (None, "output"):
+        raise ConfigError(f"layer {layer!r} cannot be taken from the TorchScript model {loaded.name!r}; pass the "
+                          "PyTorch model (a factory or state dict) instead")
+    linear = layer is None and any(getattr(m, "original_name", "") == "Linear" for m in loaded.module.modules())
+    note = (f"the pooled features cannot be cut from the TorchScript model {loaded.name!r}: its output is "
+            "embedded") if linear else ""
+    return loaded.module, "output", note
+
+
+def _bundle_path(model: Any) -> Path | None:
+    """The folder when ``model`` names a folder (a ladder bundle; :func:`read_bundle` refuses any other), else None."""
+    source = model if isinstance(model, (str, os.PathLike)) else getattr(model, "source", None)
+    if source is None or not isinstance(model, (str, os.PathLike, ModelSpec)):
+        return None
+    path = Path(source).expanduser()
+    return path.resolve() if path.is_dir() else None
+
+
+def _load_bundle(folder: Path, layer: str | None, engine: str, precision: str | None, threads: int | None,
+                 batch: int, calibration: Sequence[np.ndarray] | None) -> Embedder:
+    """An embedder from a bundle's artifact, run with the bundle's engine, precision and threads unless given.
+
+    Its fingerprint comes from the bundle's model fingerprint and the layer (so an INT8 bundle of a model
+    fills the same index as its fp32 bundle, and any other model is refused).
+    """
+    from ..ladder.bundle import read_bundle
+    from ..models import load_model
+
+    manifest, serving = read_bundle(folder)
+    if serving.model is None:
+        raise ArtifactError(f"the bundle {str(folder)!r} names no model file in serving.json; write it again")
+    inp = InputSpec.from_dict(manifest["input"]) if isinstance(manifest.get("input"), dict) else None
+    loaded = load_model(serving.model, input=inp)
+    model_fp = manifest.get("fingerprint") or loaded.fingerprint
+    emb = load_embedder(loaded, layer, serving.engine if engine == "auto" else engine,
+                        precision or serving.precision, threads or serving.threads, batch, calibration=calibration)
+    emb.fingerprint = hashlib.sha256(f"bundle|{model_fp}|{emb.layer}".encode()).hexdigest()[:16]
+    emb.source = {"bundle": str(folder), "bundle_model": manifest.get("model"), "bundle_fingerprint": model_fp,
+                  "input": emb.source["input"]}
+    return emb
+
+
+_CLASSIFIER_TAIL = {"Softmax", "LogSoftmax", "Identity", "Flatten", "Reshape", "Squeeze", "Add",
+                    "QuantizeLinear", "DequantizeLinear", "Cast"}
+
+
+def _onnx_features(loaded: Any, layer: str | None) -> tuple[Any, str, str]:
+    """``(model, layer name, note)`` for an ONNX model: its pooled features (the input of the final Gemm or
+    MatMul, cut into a new file in the cache) when ``layer`` is None, else its output.
+
+    Raises:
+        ConfigError: a named layer (only None or ``output`` can be taken from an ONNX file).
+    """
+    if layer not in (None, "output"):
+        raise ConfigError(f"layer {layer!r} cannot be taken from an ONNX model; export the model to "
+                          "end at that layer, or pass a PyTorch model")
+    if layer == "output":
+        return loaded, "output", ""
+    try:
+        cut = _cut_onnx_features(loaded)
+    except Exception as exc:  # an unusual graph: embed the output rather than fail
+        cut, why = None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:100]}"
+    else:
+        why = "its graph does not end in a Gemm or MatMul classifier"
+    if cut is None:
+        return loaded, "output", (f"no classifier layer can be cut from the ONNX model {loaded.name!r} ({why}): "
+                                  "its output is embedded")
+    path, node_name = cut
+    from ..models import load_model
+
+    feat = load_model(ModelSpec(str(path), input=loaded.input), input=loaded.input)
+    return replace(feat, name=f"{loaded.name}-embed"), f"{node_name}:input", ""
+
+
+def _cut_onnx_features(loaded: Any) -> tuple[Path, str] | None:
+    """Write the ONNX graph ending at the input of its final Gemm/MatMul; ``(file, that node's name)`` or None
+    (an INT8 QDQ build keeps the float model's node names, so both name the same layer)."""
+    import onnx
+
+    from ..export._cache import cache_dir
+
+    proto = onnx.load(str(loaded.onnx_path))
+    graph = proto.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    inits = {t.name for t in graph.initializer}
+    if len(graph.output) != 1:
+        return None
+    node = producer.get(graph.output[0].name)
+    while node is not None and node.op_type in _CLASSIFIER_TAIL:
+        data = [i for i in node.input if i and i not in inits and i in producer]
+        node = producer.get(data[0]) if data else None
+    if node is None or node.op_type not in ("Gemm", "MatMul"):
+        return None
+    tensor = node.input[0]
+    if tensor in inits or not tensor:
+        return None
+    digest = hashlib.sha256(tensor.encode()).hexdigest()[:8]
+    out = cache_dir("search") / f"{loaded.fingerprint}-features-{digest}.onnx"
+    if not out.is_file():
+        names = [i.name for i in graph.input if i.name not in inits]
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        onnx.utils.extract_model(str(loaded.onnx_path), str(tmp), names, [tensor])
+        os.replace(tmp, out)
+    return out, node.name or node.op_type
 
 
 def embedder_from_manifest(model: dict[str, Any], engine: str = "auto", precision: str | None = None,
@@ -243,8 +371,15 @@ def embedder_from_manifest(model: dict[str, Any], engine: str = "auto", precisio
         ArtifactError: the manifest names no loadable model, or the model loaded now differs from the one
             that built the index (its fingerprint changed: the weights file was replaced).
     """
-    from ..errors import ArtifactError
-
+    bundle = model.get("bundle")
+    if bundle:
+        if not Path(str(bundle)).is_dir():
+            raise ArtifactError(f"the bundle {bundle!r} that built this index is gone; put it back, or rebuild "
+                                "the index")
+        emb = load_embedder(str(bundle), model.get("layer") if model.get("layer") == "output" else None, engine,
+                            precision, threads, batch)
+        _check_fingerprint(emb, model, f"the bundle {bundle!r}")
+        return emb
     spec = model.get("spec")
     if not isinstance(spec, dict):
         raise ArtifactError("the index's manifest records no model spec; pass the model with --model")
@@ -252,9 +387,13 @@ def embedder_from_manifest(model: dict[str, Any], engine: str = "auto", precisio
     emb = load_embedder(ModelSpec.from_dict(spec), None if str(layer).endswith(":input") else layer, engine,
                         precision or model.get("precision", "fp32"), threads, batch,
                         InputSpec.from_dict(model["input"]) if model.get("input") else None)
+    _check_fingerprint(emb, model, f"the model {spec.get('source')!r}")
+    return emb
+
+
+def _check_fingerprint(emb: Embedder, model: dict[str, Any], what: str) -> None:
     if emb.fingerprint != model.get("fingerprint"):
         emb.close()
-        raise ArtifactError(f"the model {spec.get('source')!r} loaded now has fingerprint {emb.fingerprint}, but the "
-                            f"index was built with {model.get('fingerprint')}: its weights changed; pass the original "
-                            "model with --model, or rebuild the index")
-    return emb
+        raise ArtifactError(f"{what} loaded now has fingerprint {emb.fingerprint}, but the index was built with "
+                            f"{model.get('fingerprint')}: its model changed; put the original model back, or "
+                            "rebuild the index")

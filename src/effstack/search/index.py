@@ -99,8 +99,8 @@ class Index:
 
         Args:
             model: what made the embeddings; ``fingerprint`` is required (other keys are kept: name, spec, layer).
-            kind: pin the index kind (flat, hnsw, ivfpq); None chooses by size at each checkpoint. An ivfpq
-                index is exact until it holds enough vectors to train on (:data:`~.vectors.IVFPQ_MIN`).
+            kind: pin the index kind (flat, hnsw, ivf, ivfpq); None chooses by size at each checkpoint. An ivf
+                or ivfpq index is exact until it holds enough vectors to train on (:data:`~.vectors.IVFPQ_MIN`).
             recall_target: recall@10 an approximate kind is tuned to reach against exact search.
 
         Raises:
@@ -120,7 +120,7 @@ class Index:
         vec.faiss()  # fail early, before any folder is made, when faiss is missing
         root.mkdir(parents=True, exist_ok=True)
         empty = np.zeros((0, dim), np.float32)
-        kind0 = "flat" if kind in (None, "ivfpq") else kind
+        kind0 = "flat" if kind is None or kind in vec.IVF_KINDS else kind
         faiss_bytes = _serialize(vec.build(kind0, empty)) if kind0 != "flat" else None
         store.write_snapshot(root, 0, Snapshot(empty, [], [], set(), faiss_bytes))
         store.write_manifest(root, {"generation": 0, "model": model, "dim": int(dim), "kind": kind0,
@@ -328,9 +328,9 @@ class Index:
         with self._lock:
             alive = len(self._row)
             kind = self.pin or vec.choose_kind(alive)
-            if kind == "ivfpq" and alive < vec.IVFPQ_MIN:
+            if kind in vec.IVF_KINDS and alive < vec.IVFPQ_MIN:
                 kind = "flat" if self.pin else "hnsw"
-            retrain = kind == "ivfpq" and alive >= 4 * max(self.tuned_at, 1)  # its lists fit the data it saw
+            retrain = kind in vec.IVF_KINDS and alive >= 4 * max(self.tuned_at, 1)  # its lists fit the data it saw
             rebuild = retrain or kind != self.kind or bool(
                 self._dead and (self.kind == "flat" or len(self._dead) > self._n // 20))
             if rebuild:
