@@ -43,6 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parity", action="store_true", help="compare the INT8 model across runtimes")
     p.add_argument("--output", metavar="PATH", help="write the accepted INT8 ONNX model here")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    p.add_argument("--html", metavar="PATH", help="write the result as a self-contained HTML page")
     p.set_defaults(func=cmd_quantize)
 
 
@@ -132,6 +133,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(format_parity(doc["parity"]))
     if args.json:
         _write_json(Path(args.json), doc)
+    if args.html:  # a report, so written for a rejected model too (the model itself is not)
+        from ..report import atomic_write_text
+        from ..report.html import quantize_html
+
+        atomic_write_text(args.html, quantize_html(result, parity=doc.get("parity")))
+        print(f"wrote {args.html}")
     if not result.accepted:
         return EXIT_REJECTED
     if args.output:

@@ -1,4 +1,4 @@
-"""One self-contained HTML file for a ladder: the table and three plots drawn as inline SVG.
+"""Self-contained HTML for a ladder (the table and three plots drawn as inline SVG) and for a quantize run.
 
 No JavaScript, no external fonts or scripts, nothing fetched: the file opens the same offline, in a mail
 attachment or a CI artefact. Plots:
@@ -6,17 +6,22 @@ attachment or a CI artefact. Plots:
 1. the ladder — each rung's throughput on a log scale (kept rungs solid, rejected ones hollow),
 2. the latency-throughput Pareto front of every configuration measured, with the budget line,
 3. accuracy against cost per million inferences (dollars with ``--price-per-hour``, else core-seconds).
+
+:func:`quantize_html` renders a :class:`~effstack.compress.QuantizeResult` (accuracy before/after, speed-up
+per precision, per-layer sensitivity with its plot, layers kept float, attempts, parity) as a page, or with
+``page=False`` as a ``<section>`` to put inside another report such as the ladder's.
 """
 
 from __future__ import annotations
 
 import html
 import math
+from collections.abc import Collection
 from typing import Any
 
 from .ladder import COLUMNS, ladder_rows, ladder_text
 
-__all__ = ["ladder_html", "pareto_points", "Plot"]
+__all__ = ["Plot", "ladder_html", "pareto_points", "quantize_html"]
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 300, 64, 16, 28, 44
 COLOURS = {"kept": "#2e7d32", "rejected": "#c62828", "skipped": "#9e9e9e", "front": "#1565c0"}
@@ -205,25 +210,120 @@ tr.skipped td{color:#777}.plots{display:flex;flex-wrap:wrap;gap:16px}pre{backgro
 overflow:auto;font-size:12px}h1{font-size:22px}"""
 
 
-def ladder_html(result: Any) -> str:
-    """The whole report as one HTML string (write it with :func:`effstack.report.atomic_write_text`)."""
-    rows = ladder_rows(result)
+def ladder_html(result: Any, sections: tuple[str, ...] = ()) -> str:
+    """The whole report as one HTML string (write it with :func:`effstack.report.atomic_write_text`).
+
+    ``sections``: more HTML sections to end it with, e.g. ``quantize_html(res, page=False)``.
+    """
     numeric = {"samples/s", "p99 ms", "accuracy", "drop", "size", "MMACs", "step", "total", "#"}
-    head = "".join(f"<th>{_esc(c)}</th>" for c in COLUMNS)
-    body = "".join(f'<tr class="{_esc(r.status)}">' + "".join(
-        f'<td class="{"n" if c in numeric else ""}">{_esc(row[c])}</td>' for c in COLUMNS) + "</tr>"
-        for r, row in zip(result.rungs, rows))
+    table = _table(list(COLUMNS), [[row[c] for c in COLUMNS] for row in ladder_rows(result)], numeric,
+                   [r.status for r in result.rungs])
     summary = ladder_text(result).split("\n\n")[0]
     machine = result.machine or {}
     versions = ", ".join(f"{k} {v}" for k, v in sorted((result.versions or {}).items()) if v)
     plots = "".join(f"<figure>{svg}</figure>" for svg in (_ladder_plot(result), _pareto_plot(result),
                                                           _cost_plot(result)))
+    return _page(f"effstack ladder: {result.model}",
+                 f"<pre>{_esc(summary)}</pre>"
+                 f"{table}<h2>Plots</h2><div class=\"plots\">{plots}</div>"
+                 f"<h2>Where it ran</h2><pre>{_esc(machine.get('cpu', ''))} · "
+                 f"{_esc(machine.get('cores', ''))} cores · {_esc(' '.join(machine.get('isa', [])))} · "
+                 f"{_esc(versions)}</pre>"
+                 f"<p>Measured in one run on one machine, {result.seconds:.0f} s in all. Throughput is the median "
+                 "of consecutive chunks; p99 is one batch's compute latency.</p>" + "".join(sections))
+
+
+def _page(title: str, body: str) -> str:
+    """A whole HTML document: ``title`` as its title and heading, then ``body`` (already escaped HTML)."""
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>effstack ladder: {_esc(result.model)}</title><style>{CSS}</style></head><body>"
-            f"<h1>effstack ladder: {_esc(result.model)}</h1><pre>{_esc(summary)}</pre>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"<h2>Plots</h2><div class=\"plots\">{plots}</div>"
-            f"<h2>Where it ran</h2><pre>{_esc(machine.get('cpu', ''))} · "
-            f"{_esc(machine.get('cores', ''))} cores · {_esc(' '.join(machine.get('isa', [])))} · {_esc(versions)}</pre>"
-            f"<p>Measured in one run on one machine, {result.seconds:.0f} s in all. Throughput is the median of "
-            "consecutive chunks; p99 is one batch's compute latency.</p></body></html>")
+            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body><h1>{_esc(title)}</h1>{body}</body></html>")
+
+
+def _table(columns: list[str], rows: list[list[Any]], numeric: Collection[str] = (),
+           classes: list[str] | None = None) -> str:
+    """An HTML table; ``numeric`` columns right-aligned, ``classes`` one CSS class a row (or none)."""
+    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    body = "".join(
+        (f'<tr class="{_esc(classes[i])}">' if classes else "<tr>")
+        + "".join(f'<td class="{"n" if c in numeric else ""}">{_esc(v)}</td>' for c, v in zip(columns, row))
+        + "</tr>" for i, row in enumerate(rows))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _num(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _sensitivity_plot(rows: list[dict[str, Any]], kept: set[str]) -> str:
+    """Each layer's output SNR with only it in INT8, most sensitive first; the layers kept float in red."""
+    ys = [float(r["snr_db"]) for r in rows]
+    p = Plot("Per-layer sensitivity: output SNR with only that layer INT8", "layer (most sensitive first)",
+             "SNR (dB)", list(range(len(rows))), ys)
+    p.line([(i, y) for i, y in enumerate(ys) if math.isfinite(y)], "#90a4ae")
+    for i, (r, y) in enumerate(zip(rows, ys)):
+        if not math.isfinite(y):
+            continue
+        float_ = r["layer"] in kept
+        p.point(i, y, COLOURS["rejected"] if float_ else COLOURS["kept"],
+                f"{r['layer']} ({r.get('module') or ''}): {y:.2f} dB{' - kept float' if float_ else ''}")
+        if float_:
+            p.text(i, y, r["layer"])
+    return p.svg()
+
+
+def quantize_html(result: Any, *, parity: list[dict[str, Any]] | None = None, page: bool = True) -> str:
+    """A quantize run as HTML: a standalone page, or with ``page=False`` a ``<section>`` for another report.
+
+    Args:
+        result: a :class:`~effstack.compress.QuantizeResult`, its ``to_dict()``, or the CLI's JSON document
+            (``{"quantize": ..., "parity": ...}``).
+        parity: rows of :func:`effstack.compress.parity.parity` (default: the document's, if any).
+    """
+    d = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    if "quantize" in d:  # the CLI's --json document
+        parity, d = parity if parity is not None else d.get("parity"), d["quantize"]
+    parity = parity if parity is not None else d.get("parity")
+    engine = (d.get("config") or {}).get("engine", "")
+    kept = list(d.get("kept_float") or [])
+    verdict = "ACCEPTED" if d.get("accepted") else "REJECTED"
+    summary = _table(["", ""], [
+        ["verdict", f"{verdict}: {d.get('reason', '')}"],
+        [f"{d.get('metric', 'accuracy')} fp32", _num(d.get("fp32_score"))],
+        [f"{d.get('metric', 'accuracy')} int8", _num(d.get("int8_score"))],
+        ["drop (allowed)", f"{_num(d.get('drop'))} ({_num(d.get('allowed_drop'))})"],
+        ["method", d.get("method") or "-"],
+        ["layers kept in float", ", ".join(kept) or "none"],
+        ["speed-up", f"{_num(d.get('speedup'))}x over {d.get('best_float') or '-'}"],
+        ["layers not run in int8", ", ".join(d.get("not_int8") or []) or "none"],
+        ["time taken", f"{_num(d.get('seconds'), '.1f')} s"],
+    ])
+    tput = d.get("throughput") or {}
+    int8 = tput.get("int8")
+    speed = _table(["precision", "samples/s", "int8 speed-up over it"],
+                   [[k, f"{v:,.1f}", f"{int8 / v:.2f}x" if int8 and v and k != "int8" else "-"]
+                    for k, v in tput.items()], {"samples/s", "int8 speed-up over it"}) if tput else \
+        "<p>No speed check was run.</p>"
+    parts = [f"<h2>INT8 quantization{f' on {_esc(engine)}' if engine else ''}: {verdict}</h2>", summary,
+             "<h3>Speed</h3>", speed]
+    rows = d.get("sensitivity") or []
+    if rows:
+        plot = _sensitivity_plot(rows, set(kept))
+        parts += ["<h3>Per-layer sensitivity</h3>", f'<div class="plots"><figure>{plot}</figure></div>',
+                  _table(["#", "layer", "module", "SNR dB", "kept float"],
+                         [[i + 1, r["layer"], r.get("module", ""), _num(r.get("snr_db")),
+                           "yes" if r["layer"] in kept else ""] for i, r in enumerate(rows)],
+                         {"#", "SNR dB"}, ["rejected" if r["layer"] in kept else "" for r in rows])]
+    attempts = d.get("attempts") or []
+    if attempts:
+        parts += ["<h3>Attempts</h3>", _table(
+            ["method", "layers kept float", "score", "drop", "SNR dB", "at s"],
+            [[a.get("method"), len(a.get("kept_float") or []), _num(a.get("score")), _num(a.get("drop")),
+              _num(a.get("snr_db")), _num(a.get("seconds"), ".1f")] for a in attempts],
+            {"layers kept float", "score", "drop", "SNR dB", "at s"})]
+    if parity:
+        parts += ["<h3>Parity across runtimes</h3>", _table(
+            ["runtime A", "runtime B", "top-1 agreement %", "SNR dB"],
+            [[r["a"], r["b"], _num(r.get("top1_agreement")), _num(r.get("snr_db"))] for r in parity],
+            {"top-1 agreement %", "SNR dB"})]
+    section = f'<section class="quantize">{"".join(parts)}</section>'
+    return _page(f"effstack quantize{f' ({engine})' if engine else ''}", section) if page else section
