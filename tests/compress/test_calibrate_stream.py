@@ -57,9 +57,13 @@ def test_streamed_calibration_holds_one_chunk_and_keeps_exact_minmax(plain, x, c
     assert [len(next(iter(c.values()))) for c in chunks] == [8] * 8  # never more than one chunk at a time
     for n, a in acts.items():  # min/max over all samples, to the bit
         assert minmax[n] == (float(a.min()), float(a.max())), n
-    for m in ("entropy", "percentile"):  # the other methods come from the same single pass
-        streamed.ranges(m)
+    # the other methods come from the same single pass, and match the one-chunk result
+    entropy, percentile = (_ranges(streamed.ranges(m)) for m in ("entropy", "percentile"))
     assert streamed.float_runs == 1 and len(chunks) == 8
+    assert entropy == _ranges(whole.ranges("entropy")) == minmax  # ONNX Runtime's defaults: one KL candidate
+    for n, (lo, hi) in _ranges(whole.ranges("percentile")).items():  # within a bin of 2048
+        span = max(abs(lo), abs(hi))
+        assert percentile[n] == pytest.approx((lo, hi), abs=2 * span / 2048), n
 
 
 def test_one_chunk_histograms_match_onnxruntime_single_shot(plain, x, chunks):
