@@ -70,6 +70,38 @@ def test_sensitive_model_fails_plain_and_passes_after_fallback(sensitive, digits
     assert "/0/Conv" in r.kept_float and r.drop <= 1.0
 
 
+@pytest.mark.parametrize("needed,most", [(1, 10), (3, 10), (7, 10), (10, 10), (11, 10), (37, 53)])
+def test_fallback_search_finds_the_fewest_float_layers(needed, most):
+    from effstack.compress.quantize import _fewest_float_layers
+
+    tried = []
+
+    def passes(k):
+        tried.append(k)
+        return k >= needed
+
+    found = _fewest_float_layers(passes, most, deadline=float("inf"))
+    assert found == (needed <= most)
+    if found:  # the last passing build tried is the one kept: it must be the smallest passing k
+        assert min(k for k in tried if k >= needed) == needed
+        assert [k for k in tried if k >= needed][-1] == needed
+    assert len(tried) <= 2 * max(1, most).bit_length() + 1  # logarithmic, not one build per layer
+    assert _fewest_float_layers(passes, most, deadline=0.0) is False  # out of time: nothing tried
+
+
+def test_sensitivity_stops_at_its_deadline(sensitive, digits):
+    import time
+
+    from effstack.compress.sensitivity import layer_sensitivity, run_onnx
+
+    x = digits[0][:32]
+    cal = Calibration(sensitive, x)
+    ref = run_onnx(cal.float_path, x)
+    assert len(layer_sensitivity(cal, "minmax", x, ref)) == len(cal.layers) > 1
+    rows = layer_sensitivity(cal, "minmax", x, ref, deadline=time.perf_counter() - 1)
+    assert len(rows) == 1  # one layer is always scored, then the deadline stops the pass
+
+
 def test_without_fallback_nothing_is_accepted(sensitive, digits, tmp_path):
     r = quantize(sensitive, QuantizeConfig(try_methods=False, fallback=False), digits, measure=fake_measure())
     assert not r.accepted and r.model_path is None and "no INT8 build" in r.reason
@@ -164,3 +196,12 @@ def test_float_layers_names_what_did_not_run_int8(plain, digits):
         v = speed_verdict(100.0, {"fp32": 100.0}, 1.1, names)
     assert any(n.startswith("/5/Conv") for n in names), names  # the excluded layer really runs float
     assert "/5/" in v.reason
+
+
+def test_a_method_with_the_same_ranges_is_not_built_twice(sensitive, digits):
+    # min-max fails on the outlier model; at ONNX Runtime's default histogram settings entropy's ranges are
+    # exactly min-max's, so it is skipped rather than built and scored again
+    r = quantize(sensitive, QuantizeConfig(fallback=False), digits, measure=fake_measure())
+    built = [a["method"] for a in r.attempts if not a["kept_float"]]
+    assert len(built) == len(set(built))
+    assert r.skipped.get("entropy") == "same ranges as minmax" and "entropy" not in built

@@ -26,7 +26,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -63,6 +63,8 @@ class QuantizeConfig:
     measurement). time_budget_s: stop trying fallbacks after this. batch/threads: the speed check's.
     task: ``classification`` or ``embedding``. try_methods: also try the other calibration methods.
     fallback: keep sensitive layers float when needed (at most ``max_float_layers``; None: any).
+    sensitivity_samples: inputs the per-layer sensitivity pass runs on (one run per compute layer, so a
+    big model's pass costs layers x samples inferences; 64 ranks layers as well as 256 does in practice).
     qat_epochs: when no post-training build passes and training data is given, fine-tune this many
     epochs with simulated INT8 (0: never).
     synthetic: calibrate on synthetic inputs when no data is given. bench_seconds/bench_repeats: the
@@ -85,6 +87,7 @@ class QuantizeConfig:
     try_methods: bool = True
     fallback: bool = True
     max_float_layers: int | None = None
+    sensitivity_samples: int = 64
     synthetic: bool = False
     bench_seconds: float = 1.0
     speed_check: bool = True
@@ -105,7 +108,7 @@ class QuantizeConfig:
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         object.__setattr__(self, "max_drop", str(parse_max_drop(self.max_drop)))
-        for name in ("samples", "batch", "bench_repeats"):
+        for name in ("samples", "batch", "bench_repeats", "sensitivity_samples"):
             if isinstance(getattr(self, name), bool) or int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
@@ -145,6 +148,7 @@ class QuantizeResult:
     kept_float: list[str] = field(default_factory=list)
     sensitivity: list[LayerSensitivity] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # calibration methods not built, and why
     speedup: float | None = None
     throughput: dict[str, float] = field(default_factory=dict)
     best_float: str | None = None
@@ -174,7 +178,7 @@ class QuantizeResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("accepted", "reason", "metric", "fp32_score", "int8_score", "drop",
-                                           "allowed_drop", "method", "kept_float", "attempts", "speedup",
+                                           "allowed_drop", "method", "kept_float", "attempts", "skipped", "speedup",
                                            "throughput", "best_float", "not_int8", "executed_precision", "seconds")}
         d["config"] = self.config.to_dict()
         d["sensitivity"] = [r.to_dict() for r in self.sensitivity]
@@ -276,7 +280,8 @@ def quantize(model: LoadedModel, config: QuantizeConfig | None = None, data: Any
     allowed = tol.allowed(score.baseline)
     res = QuantizeResult(False, "", config, score.metric, score.baseline, allowed_drop=allowed)
     reduce = (not has_int8_dot_product()) if config.reduce_range is None else config.reduce_range
-    cal = Calibration(model, calib, config.per_channel, reduce)
+    methods = [config.method] + ([m for m in METHODS if m != config.method] if config.try_methods else [])
+    cal = Calibration(model, calib, config.per_channel, reduce, methods=tuple(methods))
 
     def attempt(method: str, exclude: tuple[str, ...], source: Calibration | None = None) -> bool:
         path = (source or cal).build(method, exclude)
@@ -293,36 +298,38 @@ def quantize(model: LoadedModel, config: QuantizeConfig | None = None, data: Any
             res.candidate_path = path
         return ok
 
-    methods = [config.method] + ([m for m in METHODS if m != config.method] if config.try_methods else [])
-    passed = False
+    passed, seen = False, {}
     for method in methods:
         if passed or (res.attempts and time.perf_counter() - t0 > config.time_budget_s):
             break
+        ranges = _bounds(cal.ranges(method))
+        if ranges in seen:  # e.g. entropy at ONNX Runtime's default bins gives exactly the min-max ranges
+            res.skipped[method] = f"same ranges as {seen[ranges]}"
+            continue
+        seen[ranges] = method
         passed = attempt(method, ())
     if not passed and config.fallback:
         best = res.method or config.method
-        ref_ort = run_onnx(cal.float_path, x[:256], config.threads)
-        res.sensitivity = layer_sensitivity(cal, best, x[:256], ref_ort, config.threads)
+        xs = x[: config.sensitivity_samples]
+        deadline = t0 + config.time_budget_s
+        res.sensitivity = layer_sensitivity(cal, best, xs, run_onnx(cal.float_path, xs, config.threads),
+                                            config.threads, deadline=deadline)
         limit = len(cal.layers) - 1 if config.max_float_layers is None else config.max_float_layers
-        for k in range(1, min(limit, len(res.sensitivity)) + 1):
-            if time.perf_counter() - t0 > config.time_budget_s:
-                break
-            if attempt(best, tuple(r.layer for r in res.sensitivity[:k])):
-                passed = True
-                break
+        order = tuple(r.layer for r in res.sensitivity)
+        passed = _fewest_float_layers(lambda k: attempt(best, order[:k]), min(limit, len(order)), deadline)
     if not passed and config.qat_epochs and train is not None and time.perf_counter() - t0 <= config.time_budget_s:
         from .qat import qat_finetune
 
         if ref.ndim == 2:  # labels outside the model's classes: a one-line error, not a torch crash
             check_labels(train[1], len(train[0]), ref.shape[1])
         tuned = qat_finetune(model, train[0], train[1], config.qat_epochs, reduce_range=reduce, seed=config.seed)
-        passed = attempt(config.method, (), Calibration(tuned, calib, config.per_channel, reduce))
+        qat_cal = Calibration(tuned, calib, config.per_channel, reduce, methods=(config.method,))
+        passed = attempt(config.method, (), qat_cal)
     if not passed:
         res.reason = (f"no INT8 build kept {score.metric} within {allowed:.2f} points of fp32 "
                       f"({score.baseline:.2f}); best drop {res.drop:.2f} with {res.method}")
         res.seconds = time.perf_counter() - t0
         return res
-    res.kept_float = list(res.attempts[-1]["kept_float"]) if res.attempts else []
     if config.speed_check:
         _speed_check(res, engine, model, config, x, measure)
     else:
@@ -331,6 +338,46 @@ def quantize(model: LoadedModel, config: QuantizeConfig | None = None, data: Any
 
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _bounds(path: Path) -> tuple[tuple[str, float, float], ...]:
+    """The (tensor, lowest, highest) ranges of an ONNX Runtime calibration-cache file, histograms left out."""
+    import json
+
+    def scalar(v: Any) -> float:
+        return float(v["data"] if isinstance(v, dict) else v)
+
+    data = json.loads(Path(path).read_text())["data"]
+    return tuple(sorted((k, scalar(v["lowest"]), scalar(v["highest"])) for k, v in data.items()))
+
+
+def _fewest_float_layers(passes: Callable[[int], bool], most: int, deadline: float) -> bool:
+    """Find the smallest k (most sensitive layers kept float) for which ``passes(k)``, within ``deadline``.
+
+    k = 1, 2, 4, 8, ... until a build passes, then bisection between the last failure and that pass (the
+    drop shrinks roughly monotonically as more layers stay float). The passing build tried last is the
+    one kept (a passing build always replaces the kept candidate, a failing one never replaces a passing
+    one), so the fewest float layers found, hence the fastest passing build, is the result.
+    Costs about 2 log2(k) builds instead of k. Returns False when nothing passed in time.
+    """
+    lo, hi, k = 0, None, 1  # lo: largest k known to fail; hi: smallest k known to pass
+    while hi is None and lo < most:
+        if time.perf_counter() > deadline:
+            return False
+        k = min(k, most)
+        if passes(k):
+            hi = k
+        else:
+            lo, k = k, k * 2
+    if hi is None:
+        return False
+    while hi - lo > 1 and time.perf_counter() <= deadline:
+        mid = (lo + hi) // 2
+        if passes(mid):
+            hi = mid
+        else:
+            lo = mid
+    return True
 
 
 def _speed_check(res: QuantizeResult, engine: Any, model: LoadedModel, config: QuantizeConfig,

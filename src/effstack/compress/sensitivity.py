@@ -8,6 +8,7 @@ kept in float by the fallback.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,13 +54,15 @@ def run_onnx(path: Any, x: np.ndarray, threads: int | None = None, chunk: int = 
 
 
 def layer_sensitivity(cal: Calibration, method: str, x: np.ndarray, reference: np.ndarray,
-                      threads: int | None = None) -> list[LayerSensitivity]:
+                      threads: int | None = None, deadline: float | None = None) -> list[LayerSensitivity]:
     """The sensitivity table, most sensitive (lowest SNR) first.
 
     Args:
         cal: the model's :class:`~effstack.compress.calibrate.Calibration`.
         method: calibration method whose ranges to use.
         x: evaluation inputs; reference: the float model's outputs on ``x``.
+        deadline: a ``time.perf_counter()`` value; layers not scored by then are left out of the table
+            (the fallback then only considers the layers it has scores for).
 
     Example:
         >>> rows = layer_sensitivity(cal, "minmax", x, ref)   # doctest: +SKIP
@@ -68,6 +71,8 @@ def layer_sensitivity(cal: Calibration, method: str, x: np.ndarray, reference: n
     """
     rows = []
     for layer in cal.layers:
+        if deadline is not None and rows and time.perf_counter() > deadline:
+            break
         out = run_onnx(cal.build(method, only=(layer,)), x, threads)
         rows.append(LayerSensitivity(layer, torch_name(layer), round(snr_db(out, reference), 2)))
     return sorted(rows, key=lambda r: (r.snr_db, r.layer))

@@ -190,7 +190,8 @@ class TernaryResult:
             raise InputError(f"calibration must be a batch (N, ...) with N >= 1, got shape {x.shape}")
         spec = input_spec or getattr(self.model, "input_spec", None) or InputSpec(shape=x.shape[1:])
         # reduce_range off: ternary codes are exact at any 8-bit grid, and activations were trained for 8 bits
-        return Calibration(as_loaded(self.model, spec, name), x, per_channel=True, reduce_range=False).build("minmax")
+        return Calibration(as_loaded(self.model, spec, name), x, per_channel=True, reduce_range=False,
+                           methods=("minmax",)).build("minmax")
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "sizes": self.sizes, "ternary_layers": self.ternary_layers,
