@@ -1,12 +1,14 @@
 """``effstack demo``: the whole stack on a 2-core machine, from nothing to a served bundle.
 
 1. **Synthetic data** — handwritten-looking digits rendered with domain randomization
-   (``synth:digits``), turned into the real set's 8x8 form; no real image is used for training.
-2. **A teacher** — a VGG-style CNN on 32x32 inputs (the 8x8 digits upscaled), trained on that data.
+   (``synth:digits``), turned into the real set's 8x8 form; no real label is used for training.
+2. **A teacher** — a VGG-style CNN on 32x32 inputs (the 8x8 digits upscaled), trained on that data only.
 3. **The ladder** — every rung measured side by side on this machine and scored on **real** handwritten
    digits that scikit-learn ships (its fixed test split, never used to train or tune): batching, engines,
-   INT8, pruning, distillation into a student that first pools the image back to 8x8, the student's INT8,
-   and the instances x threads layout.
+   INT8, pruning, distillation into a student that first pools the image back to 8x8 (taught by the
+   teacher on the synthetic images plus scikit-learn's real *training* split without its labels:
+   unlabelled images from the deployment domain, which a user usually has), the student's INT8, and the
+   instances x threads layout.
 4. **Outputs** — the ladder printed, ``ladder.json``, ``report.html`` and a bundle ``effstack serve`` loads.
 
 ``--quick`` shrinks every stage (fewer images, epochs and timed seconds) to finish in a few minutes.
@@ -40,11 +42,12 @@ class DemoConfig:
     max_batch: int = 256
     seed: int = 1
     prune: bool = True
+    unlabelled_repeats: int = 4  # the real training split's images (no labels) make ~1/3 of the distillation set
 
     @classmethod
     def quick(cls) -> DemoConfig:
         return cls(train_images=2000, teacher_epochs=2, student_epochs=3, prune_epochs=1, seconds=0.2,
-                   max_batch=64, prune=False)
+                   max_batch=64, prune=False, unlabelled_repeats=1)
 
 
 def demo_teacher(num_classes: int = 10, width: int = 16):
@@ -61,11 +64,14 @@ def demo_teacher(num_classes: int = 10, width: int = 16):
 
 
 def demo_student(num_classes: int = 10, width: int = 32):
-    """The student: pools the 32x32 input back to the digits' own 8x8, then two small convs (~1.2 MMACs)."""
+    """The student: pools the 32x32 input back to the digits' own 8x8, one conv there, pools to 4x4, one
+    wider conv (~0.3 MMACs, 1/30 of the teacher). Pooling before the second conv rather than after it made
+    the student 2.2x faster on ONNX Runtime at the same accuracy on the real digits (91.5% vs 91.0%, one
+    seed; teacher 92.3%)."""
     from torch import nn
 
     return nn.Sequential(nn.AvgPool2d(SIZE // 8), nn.Conv2d(1, width, 3, padding=1), nn.ReLU(inplace=True),
-                         nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                         nn.MaxPool2d(2), nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
                          nn.Flatten(), nn.Linear(2 * width * 16, num_classes))
 
 
@@ -99,6 +105,9 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "results/demo",
     x_train, y_train = as_arrays(synth)
     x_train = _upscale(x_train)
     x_real, y_real = as_arrays(resolve_data(f"sklearn:digits?split=test&size={SIZE}"))
+    # the real training split's images without their labels: the teacher labels them for the student
+    # (distillation on unlabelled deployment-domain images); the scoring split is never trained on
+    x_unlabelled, _ = as_arrays(resolve_data(f"sklearn:digits?split=train&size={SIZE}"))
     spec = InputSpec((1, SIZE, SIZE), mean=(0.5,), std=(0.5,))
 
     _say(f"effstack demo: 2/4 training the teacher on synthetic digits only ({config.teacher_epochs} epochs)")
@@ -112,7 +121,8 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "results/demo",
     _say("effstack demo: 3/4 climbing the ladder, every rung scored on scikit-learn's real digits (test split)")
     result = run_ladder(
         teacher_model, budget=Budget(config.latency_budget_ms, config.max_drop),
-        data=LadderData((x_real, y_real), (x_train, y_train)), student=student, seconds=config.seconds,
+        data=LadderData((x_real, y_real), (x_train, y_train),
+                        unlabelled=np.concatenate([x_unlabelled] * config.unlabelled_repeats)), student=student, seconds=config.seconds,
         max_batch=config.max_batch, prune=config.prune, prune_epochs=config.prune_epochs,
         distill_epochs=config.student_epochs, progress=progress)
     result.model = "demo: synthetic-trained digits teacher"

@@ -29,10 +29,13 @@ __all__ = ["LadderData", "run_ladder", "make_quantizer", "make_pruner", "make_di
 class LadderData:
     """The data a ladder needs: ``eval`` scores every rung; ``train`` (optional) fine-tunes pruned models and
     teaches students. Both are ``(x, y)`` with ``y`` None for unlabelled data (then accuracy is agreement with
-    the baseline, and students learn from the teacher's outputs alone)."""
+    the baseline, and students learn from the teacher's outputs alone). ``unlabelled`` (optional) are more
+    inputs, typically from the deployment domain, that only distillation uses: with them the student learns
+    from the teacher's outputs alone on ``train``'s inputs plus these (never the evaluation inputs)."""
 
     eval: tuple[np.ndarray, np.ndarray | None]
     train: tuple[np.ndarray, np.ndarray | None] | None = None
+    unlabelled: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         x, y = self.eval
@@ -40,19 +43,15 @@ class LadderData:
             raise InputError("the evaluation data must be a non-empty numpy batch (N, ...); pass --data")
         if y is not None and len(y) != len(x):
             raise InputError(f"evaluation labels must match the inputs: {len(y)} labels for {len(x)} inputs")
+        u = self.unlabelled
+        if u is not None and (not isinstance(u, np.ndarray) or u.shape[1:] != x.shape[1:]):
+            shape = getattr(u, "shape", type(u).__name__)
+            raise InputError(f"unlabelled inputs must be a numpy batch shaped like the evaluation data "
+                             f"(N, {', '.join(map(str, x.shape[1:]))}), got {shape}")
 
 
 def _variant(model: Any, label: str, **kw: Any) -> Variant:
     return Variant(label, model, params=getattr(model, "params", None), macs=getattr(model, "macs", None), **kw)
-
-
-CALIBRATION_BYTES = 3 * 2**30  # activation memory the INT8 calibration may hold
-
-
-def _activation_bytes(variant: Variant) -> int:
-    """A rough upper bound of one sample's activation bytes: CNNs do ~160 MACs per activation element
-    (ResNet-50: 4.1 G MACs, ~25 M elements); 100 leaves a margin. At least 1 MB."""
-    return max(int(4 * (variant.macs or 0) / 100), 2**20)
 
 
 def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float = 300.0, qat_epochs: int = 0,
@@ -68,10 +67,8 @@ def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float
             return Shrunk(None, "INT8 needs the float torch model; this one came as an ONNX file")
         x, y = data.eval
         train = data.train if qat_epochs and data.train is not None and data.train[1] is not None else None
-        # calibration keeps every sample's activations in memory (~100 MB a sample for ResNet-50 at 224x224):
-        # a large model calibrates on fewer samples rather than exhausting the machine
-        n_cal = min(samples, len(x), CALIBRATION_BYTES // _activation_bytes(variant))
-        qc = QuantizeConfig(engine=config.engine, max_drop=f"{drop_left:.4f}", samples=max(n_cal, 8),
+        # calibration streams the float pass in chunks and keeps only statistics, so any count fits in memory
+        qc = QuantizeConfig(engine=config.engine, max_drop=f"{drop_left:.4f}", samples=min(samples, len(x)),
                             batch=config.batch, threads=config.threads, speed_check=False, qat_epochs=qat_epochs,
                             time_budget_s=time_budget_s, task=task)
         try:
@@ -137,7 +134,8 @@ def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperat
         try:
             # plain batches: on the demo's digits, shifted batches and a larger step cost the student 2 points
             config = train or TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, progress=False)
-            distill(variant.model.module, s.module, data.train,
+            inputs = data.train if data.unlabelled is None else np.concatenate([data.train[0], data.unlabelled])
+            distill(variant.model.module, s.module, inputs,
                     DistillConfig(temperature=temperature, alpha=alpha, train=config))
             out = from_module(s.module, s.input, "student")
         except EffstackError as exc:
