@@ -61,6 +61,25 @@ class InputSpec:
             return rng.standard_normal(self.batch_shape(batch), dtype=np.float32)
         return rng.integers(0, 128, size=self.batch_shape(batch)).astype(self.dtype)
 
+    def image_like(self, batch: int = 1, seed: int = 0, grid: int = 7) -> np.ndarray:
+        """A deterministic batch of random *image-like* inputs: smooth random fields (a ``grid`` x ``grid``
+        random image per channel, bilinearly enlarged) plus a little pixel noise, each sample standardised.
+
+        White noise averages out under a CNN's global pooling, so every sample gets nearly the same pooled
+        features and a classifier's top-1 hinges on tiny logit gaps; smooth fields vary at the scales CNN
+        features see, so outputs differ between samples, as they do for photographs. Inputs that are not
+        float images (C, H, W) with H, W >= 2 * grid get :meth:`example`.
+        """
+        if self.dtype not in ("float32", "float16", "bfloat16") or len(self.shape) != 3 \
+                or min(self.shape[1:]) < 2 * grid:
+            return self.example(batch, seed)
+        rng = np.random.default_rng(seed)
+        c, h, w = self.shape
+        x = _enlarge(rng.standard_normal((int(batch), c, grid, grid)).astype(np.float32), h, w)
+        x += 0.3 * rng.standard_normal(x.shape, dtype=np.float32)
+        x -= x.mean(axis=(1, 2, 3), keepdims=True)
+        return np.ascontiguousarray(x / np.maximum(x.std(axis=(1, 2, 3), keepdims=True), 1e-6), dtype=np.float32)
+
     def validate(self, array: Any) -> np.ndarray:
         """Check one batch against this spec; return it as a C-contiguous numpy array.
 
@@ -136,3 +155,16 @@ class ModelSpec:
     @classmethod
     def coerce(cls, spec: "ModelSpec | str") -> "ModelSpec":
         return spec if isinstance(spec, ModelSpec) else cls(source=str(spec))
+
+
+def _enlarge(g: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of a (N, C, gh, gw) batch to (N, C, h, w), corners aligned."""
+    def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.linspace(0.0, n_in - 1.0, n_out)
+        lo = np.floor(pos).astype(int)
+        return lo, np.minimum(lo + 1, n_in - 1), (pos - lo).astype(np.float32)
+
+    y0, y1, wy = axis(h, g.shape[2])
+    x0, x1, wx = axis(w, g.shape[3])
+    rows = g[:, :, y0, :] * (1 - wy)[:, None] + g[:, :, y1, :] * wy[:, None]
+    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
