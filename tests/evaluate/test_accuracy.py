@@ -49,3 +49,14 @@ def test_parse_max_drop():
     for bad in ("abc", "-1", "%"):
         with pytest.raises(ConfigError):
             parse_max_drop(bad)
+
+
+def test_score_is_the_guard_and_ladder_rule():
+    from effstack.evaluate.accuracy import agreement, recall_at_k, score, top1
+
+    rng = np.random.default_rng(0)
+    out, ref = rng.standard_normal((20, 5)), rng.standard_normal((20, 5))
+    y = rng.integers(0, 5, 20)
+    assert score(out, ref, y) == top1(out, y)
+    assert score(out, ref) == agreement(out, ref)
+    assert score(out, ref, y, task="embedding") == recall_at_k(out, ref, 10)  # labels unused for embeddings

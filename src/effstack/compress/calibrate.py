@@ -86,6 +86,7 @@ class Calibration:
         self.layers = compute_layers(self.float_path)
         self._stats: dict[str, Any] | None = None
         self._ranges: dict[str, Path] = {}
+        self._bounds: dict[str, dict[str, tuple[Any, ...]]] = {}
         self.float_runs = 0  # how many times the float model ran over the calibration set (tests pin 1)
 
     # -- the float model, pre-processed once ---------------------------------------------------------
@@ -201,7 +202,16 @@ class Calibration:
         with atomic_file(out) as tmp:
             save_tensors_data(TensorsData(kind, data), tmp)
         self._ranges[method] = out
+        # min-max values are (lowest, highest); the histogram methods' also carry the histogram behind them
+        self._bounds[method] = {n: tuple(tuple(np.ravel(b).tolist()) for b in getattr(v, "range_value", v)[:2])
+                                for n, v in data.items()}
         return out
+
+    def bounds(self, method: str) -> dict[str, tuple[Any, ...]]:
+        """``{tensor: (lowest, highest)}`` (each a tuple of floats): the ranges :meth:`ranges` wrote for
+        ``method`` (computed if needed)."""
+        self.ranges(method)
+        return self._bounds[method]
 
     def _with_upstream(self, exclude: tuple[str, ...]) -> tuple[str, ...]:
         """Add the quantization-transparent ops (MaxPool, Reshape, ...) right before each excluded layer.

@@ -32,14 +32,7 @@ import numpy as np
 
 from ..engines.base import SessionOptions, run_batches
 from ..errors import ConfigError, EffstackError, InputError
-from ..evaluate.accuracy import (
-    agreement,
-    check_labels,
-    parse_max_drop,
-    recall_at_k,
-    snr_db,
-    top1,
-)
+from ..evaluate.accuracy import check_labels, parse_max_drop, score, snr_db
 from .calibrate import METHODS, Calibration
 from .guard import Measure, float_configs, float_layers, offline_measure, speed_verdict
 from .sensitivity import LayerSensitivity, layer_sensitivity, run_onnx
@@ -231,9 +224,7 @@ class _Scorer:
         self.baseline = self(ref)
 
     def __call__(self, out: np.ndarray) -> float:
-        if self.task == "embedding":
-            return recall_at_k(out, self.ref, 10)
-        return top1(out, self.y) if self.y is not None else agreement(out, self.ref)
+        return score(out, self.ref, self.y, self.task)
 
 
 def _load(engine: Any, model: LoadedModel, config: QuantizeConfig, precision: str = "fp32",
@@ -302,7 +293,7 @@ def quantize(model: LoadedModel, config: QuantizeConfig | None = None, data: Any
     for method in methods:
         if passed or (res.attempts and time.perf_counter() - t0 > config.time_budget_s):
             break
-        ranges = _bounds(cal.ranges(method))
+        ranges = tuple(sorted(cal.bounds(method).items()))
         if ranges in seen:  # e.g. entropy at ONNX Runtime's default bins gives exactly the min-max ranges
             res.skipped[method] = f"same ranges as {seen[ranges]}"
             continue
@@ -339,17 +330,6 @@ def quantize(model: LoadedModel, config: QuantizeConfig | None = None, data: Any
 
     res.seconds = time.perf_counter() - t0
     return res
-
-
-def _bounds(path: Path) -> tuple[tuple[str, float, float], ...]:
-    """The (tensor, lowest, highest) ranges of an ONNX Runtime calibration-cache file, histograms left out."""
-    import json
-
-    def scalar(v: Any) -> float:
-        return float(v["data"] if isinstance(v, dict) else v)
-
-    data = json.loads(Path(path).read_text())["data"]
-    return tuple(sorted((k, scalar(v["lowest"]), scalar(v["highest"])) for k, v in data.items()))
 
 
 def _fewest_float_layers(passes: Callable[[int], bool], most: int, deadline: float) -> bool:

@@ -7,9 +7,10 @@ from .accuracy import (
            cosine_similarity,
            parse_max_drop,
            recall_at_k,
+           score,
            snr_db,
            top1,
 )
 
-__all__ = ["MaxDrop", "agreement", "check_labels", "cosine_similarity", "parse_max_drop", "recall_at_k", "snr_db",
-           "top1"]
+__all__ = ["MaxDrop", "agreement", "check_labels", "cosine_similarity", "parse_max_drop", "recall_at_k", "score",
+           "snr_db", "top1"]

@@ -21,6 +21,7 @@ __all__ = [
     "cosine_similarity",
     "parse_max_drop",
     "recall_at_k",
+    "score",
     "snr_db",
     "top1",
 ]
@@ -113,6 +114,16 @@ def recall_at_k(embeddings: np.ndarray, reference: np.ndarray, k: int = 10) -> f
     got, want = _neighbours(a.astype(np.float64), k), _neighbours(b.astype(np.float64), k)
     hits = [len(set(g) & set(w)) for g, w in zip(got, want)]
     return float(100.0 * np.sum(hits) / (k * a.shape[0]))
+
+
+def score(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
+          task: str = "classification") -> float:
+    """How well ``outputs`` do, in points, the way the INT8 guard and the ladder score a rung: recall@10 of
+    ``reference``'s neighbours for an embedding model (labels unused); else top-1 against ``labels`` when
+    given, else top-1 agreement with ``reference``."""
+    if task == "embedding":
+        return recall_at_k(outputs, reference, 10)
+    return top1(outputs, labels) if labels is not None else agreement(outputs, reference)
 
 
 def snr_db(x: np.ndarray, reference: np.ndarray) -> float:

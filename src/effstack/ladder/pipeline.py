@@ -121,7 +121,7 @@ def make_pruner(data: LadderData, *, flops_ratio: float = 0.5, epochs: int = 3) 
 
 
 def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperature: float = 4.0,
-                   alpha: float = 0.9, train: Any = None) -> Callable[[Variant], Shrunk]:
+                   alpha: float = 0.9) -> Callable[[Variant], Shrunk]:
     """The distillation hook: ``student`` (a LoadedModel or a spec) learns from the teacher on the training
     inputs (their labels are used when present, the teacher's outputs always)."""
 
@@ -137,7 +137,7 @@ def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperat
         s = student if hasattr(student, "module") else load_model(student, input=variant.model.input)
         try:
             # plain batches: on the demo's digits, shifted batches and a larger step cost the student 2 points
-            config = train or TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, progress=False)
+            config = TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, progress=False)
             inputs = data.train if data.unlabelled is None else np.concatenate([data.train[0], data.unlabelled])
             distill(variant.model.module, s.module, inputs,
                     DistillConfig(temperature=temperature, alpha=alpha, train=config))

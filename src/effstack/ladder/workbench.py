@@ -143,20 +143,14 @@ class Workbench:
         """Top-1 (labels), agreement with the reference, or (embeddings) recall@10 of the reference's
         neighbours, in percent; cached per (variant, engine, precision)."""
         from ..engines.base import run_batches
-        from ..evaluate.accuracy import agreement, recall_at_k, top1
+        from ..evaluate.accuracy import score
 
         key = (variant.label, config.engine, config.precision)
         if key not in self.accuracy_cache:
             out = run_batches(session, self.x_eval)
             if self.reference is None:
                 self.reference = out
-            if self.task == "embedding":
-                n = len(out)
-                self.accuracy_cache[key] = recall_at_k(out.reshape(n, -1), self.reference.reshape(n, -1), 10)
-            elif self.y_eval is not None:
-                self.accuracy_cache[key] = top1(out, self.y_eval)
-            else:
-                self.accuracy_cache[key] = agreement(out, self.reference)
+            self.accuracy_cache[key] = score(out, self.reference, self.y_eval, self.task)
         return self.accuracy_cache[key]
 
 

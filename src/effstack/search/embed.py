@@ -336,7 +336,7 @@ def _cut_onnx_features(loaded: Any) -> tuple[Path, str] | None:
     (an INT8 QDQ build keeps the float model's node names, so both name the same layer)."""
     import onnx
 
-    from ..export._cache import cache_dir
+    from ..export._cache import atomic_file, cache_dir
 
     proto = onnx.load(str(loaded.onnx_path))
     graph = proto.graph
@@ -357,9 +357,8 @@ def _cut_onnx_features(loaded: Any) -> tuple[Path, str] | None:
     out = cache_dir("search") / f"{loaded.fingerprint}-features-{digest}.onnx"
     if not out.is_file():
         names = [i.name for i in graph.input if i.name not in inits]
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        onnx.utils.extract_model(str(loaded.onnx_path), str(tmp), names, [tensor])
-        os.replace(tmp, out)
+        with atomic_file(out) as tmp:
+            onnx.utils.extract_model(str(loaded.onnx_path), str(tmp), names, [tensor])
     return out, node.name or node.op_type
 
 
