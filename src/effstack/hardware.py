@@ -441,3 +441,18 @@ _PATHS: dict[str, list[tuple[str, Callable[[int, int], Callable[[], Any] | None]
 if __name__ == "__main__":  # python -m effstack.hardware [--refresh]
     print(json.dumps({"machine": machine_info(), "versions": library_versions(),
                       "peak": peak_rates(refresh="--refresh" in sys.argv)}, indent=1))
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why no CUDA GPU can be used here (no CUDA build of PyTorch, no GPU, a broken driver), or None.
+
+    Never raises: engine listings call it on machines without any GPU.
+    """
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+    except Exception as exc:  # a broken CUDA install must not crash the listing
+        return f"cannot query CUDA: {' '.join(str(exc).split())[:120]}"
+    return None

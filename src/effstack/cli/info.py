@@ -37,6 +37,7 @@ def engine_table() -> list[dict]:
 
 def cmd_engines(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ..report.jsonio import atomic_write_text
@@ -47,7 +48,7 @@ def cmd_engines(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         table.add_row(
-            r["engine"], "yes" if r["available"] else "no", ",".join(r["precisions"]), r["reason"] or r["summary"]
+            r["engine"], "yes" if r["available"] else "no", ",".join(r["precisions"]), escape(r["reason"] or r["summary"])  # "effstack[gpu]" is not markup
         )
     Console().print(table)
     if args.json:

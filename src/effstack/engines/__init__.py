@@ -16,6 +16,7 @@ ENGINES.register("torch", "effstack.engines.torch_eager:TorchEagerEngine", ("tor
 ENGINES.register(
     "torch_compile", "effstack.engines.torch_compile:TorchCompileEngine", ("torch",), "torch.compile (inductor)"
 )
+ENGINES.register("torch_cuda", "effstack.engines.torch_cuda:TorchCudaEngine", ("torch",), "PyTorch on an NVIDIA GPU")
 ENGINES.register(
     "onnxruntime", "effstack.engines.onnxruntime:OnnxRuntimeEngine", ("onnxruntime", "onnx"), "ONNX Runtime (CPU)"
 )
@@ -24,10 +25,10 @@ ENGINES.register("tensorrt", "effstack.engines.tensorrt:TensorRtEngine", ("tenso
 ENGINES.register("null", "effstack.engines.null:NullEngine", (), "no compute: measures harness overhead")
 
 ALIASES = {"eager": "torch", "pytorch": "torch", "compile": "torch_compile", "ort": "onnxruntime",
-           "ov": "openvino", "trt": "tensorrt"}
+           "ov": "openvino", "trt": "tensorrt", "cuda": "torch_cuda"}
 
 # the pip extra that brings each engine's packages
-_EXTRA = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "gpu", "torch": "all", "torch_compile": "all"}
+_EXTRA = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "gpu", "torch": "all", "torch_compile": "all", "torch_cuda": "all"}
 
 
 def canonical(name: str) -> str:

@@ -20,6 +20,7 @@ from .._optional import is_installed, require
 from ..errors import ConfigError, EngineError, EngineUnavailableError, InputError, PrecisionError, one_line
 from ..export._cache import atomic_file, cache_dir, hash_arrays, hash_text, safe_name
 from ..export.onnx import export_onnx
+from ..hardware import cuda_unavailable_reason
 from .base import Engine, Session, SessionOptions, calibration_batches, iter_samples
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,14 +66,7 @@ class TensorRtEngine(Engine):
         """Why this engine cannot run here (no tensorrt, no CUDA GPU), or None. Never raises."""
         if not is_installed("tensorrt"):
             return "tensorrt is not installed; install it with: pip install 'effstack[gpu]'"
-        try:
-            import torch
-
-            if not torch.cuda.is_available():
-                return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
-        except Exception as exc:  # a broken CUDA install must not crash the listing
-            return f"cannot query CUDA: {one_line(exc, 120)}"
-        return None
+        return cuda_unavailable_reason()
 
     def load(self, model: "LoadedModel", options: SessionOptions) -> "TensorRtSession":
         """Build (or load the cached) engine and allocate its buffers.

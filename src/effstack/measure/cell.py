@@ -162,7 +162,8 @@ def _execute(cell: Cell, row: ResultRow) -> None:
     from ..engines.base import summarize_precision
 
     row.executed_precision = summarize_precision(row.executed_counts)
-    row.fill(result, cell.peak, cell.noisy_threshold_pct)
+    # the measured peaks are the CPU's: a GPU engine's row gets no fraction rather than a wrong one
+    row.fill(result, cell.peak if engine.device == "cpu" else None, cell.noisy_threshold_pct)
 
 
 def run_cell(cell: Cell | dict[str, Any], isolate: bool = True, timeout_s: float | None = None) -> ResultRow:
