@@ -7,7 +7,8 @@ import pytest
 
 from effstack.cli.main import main
 from effstack.errors import ConfigError
-from effstack.search.contrastive import FACTORY, ContrastiveConfig, augment_copies, nt_xent, synthetic_photo
+from effstack.search.contrastive import (FACTORY, ContrastiveConfig, augment_copies, batch_indices, nt_xent,
+                                        synthetic_photo)
 
 
 def test_nt_xent_prefers_matching_views():
@@ -24,6 +25,19 @@ def test_config_is_checked():
         ContrastiveConfig(batch=1)
     with pytest.raises(ConfigError, match="give synthetic images"):
         ContrastiveConfig(synthetic=0)
+    with pytest.raises(ConfigError, match="images_share"):
+        ContrastiveConfig(images_share=1.5)
+
+
+def test_each_batch_holds_the_users_share_without_repeats():
+    rng = np.random.default_rng(0)
+    for n_syn, n_user, batch, share, want_user in [(4000, 21, 96, 0.25, 21), (4000, 200, 96, 0.25, 24),
+                                                   (4000, 0, 96, 0.25, 0), (0, 30, 16, 0.25, 16),
+                                                   (10, 21, 31, 0.25, 21)]:  # too few synthetic: fill with the user's
+        idx = batch_indices(rng, n_syn, n_user, batch, share)
+        assert len(idx) == batch == len(set(idx.tolist()))
+        assert ((idx >= n_syn) & (idx < n_syn + n_user)).sum() == want_user
+        assert idx.min() >= 0 and idx.max() < n_syn + n_user
 
 
 def test_edits_and_photos_are_deterministic():

@@ -69,6 +69,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "effstack.search.contrastive:embedder_net.")
     t.add_argument("--out", required=True, metavar="PATH", help="where to write the weights (.pt)")
     t.add_argument("--images", metavar="DIR", help="unlabelled images to train on as well")
+    t.add_argument("--images-share", type=float, default=0.25,
+                   help="fraction of each batch drawn from --images (default 0.25)")
     t.add_argument("--synthetic", type=int, default=4000, help="synthetic photos in the training pool (default 4000)")
     t.add_argument("--steps", type=int, default=400, help="optimiser steps (default 400)")
     t.add_argument("--batch", type=int, default=64, help="images per step, two views each (default 64)")
@@ -255,7 +257,8 @@ def cmd_train_embedder(args: argparse.Namespace) -> int:
     from ..search.contrastive import FACTORY, ContrastiveConfig, train_embedder
 
     config = ContrastiveConfig(steps=args.steps, batch=args.batch, lr=args.lr, temperature=args.temperature,
-                               synthetic=args.synthetic, images=args.images, seed=args.seed)
+                               synthetic=args.synthetic, images=args.images, images_share=args.images_share,
+                               seed=args.seed)
     every = max(1, args.steps // 20)
 
     def on_step(step: int, loss: float) -> None:

@@ -14,6 +14,7 @@ training.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -85,7 +86,10 @@ class ContrastiveConfig:
 
     steps: optimiser steps. batch: images per step (2 views each). lr: AdamW learning rate (cosine decay).
     temperature: NT-Xent temperature. synthetic: synthetic photos drawn once as the training pool.
-    images: a folder of the user's unlabelled images, mixed into the pool. width: network width.
+    images: a folder of the user's unlabelled images, mixed into the pool. images_share: the fraction of each
+    batch drawn from those images (they are the domain the index will hold, and a few dozen photos among
+    thousands of synthetic ones would otherwise hardly ever meet in a batch as each other's negatives).
+    width: network width.
     seed: everything is deterministic by it (on one thread).
     """
 
@@ -95,6 +99,7 @@ class ContrastiveConfig:
     temperature: float = 0.2
     synthetic: int = 4000
     images: str | None = None
+    images_share: float = 0.25
     width: int = 16
     seed: int = 0
 
@@ -106,6 +111,8 @@ class ContrastiveConfig:
             raise ConfigError(f"batch must be at least 2 (each image's negatives are the others), got {self.batch}")
         if not 0 < self.temperature <= 10 or not 0 < self.lr < 1:
             raise ConfigError(f"temperature must be in (0, 10] and lr in (0, 1), got {self.temperature}, {self.lr}")
+        if not 0 <= self.images_share <= 1:
+            raise ConfigError(f"images_share must be within [0, 1], got {self.images_share}")
         if self.synthetic < 0 or (self.synthetic == 0 and not self.images):
             raise ConfigError("give synthetic images (synthetic >= 1) or a folder of images to train on")
 
@@ -160,6 +167,21 @@ def _load_folder(folder: str) -> list[np.ndarray]:
     return out
 
 
+def batch_indices(rng: np.random.Generator, n_synthetic: int, n_user: int, batch: int, share: float) -> np.ndarray:
+    """One step's pool indices (synthetic images first in the pool, the user's after), without repeats.
+
+    ``round(share * batch)`` of them come from the user's images (all of them when there are fewer, all of the
+    batch when there are no synthetic ones), the rest from the synthetic images.
+
+    >>> batch_indices(np.random.default_rng(0), n_synthetic=100, n_user=3, batch=8, share=0.25).tolist()[:2]
+    [101, 102]
+    """
+    from_user = n_user if not n_synthetic else min(n_user, round(share * batch))
+    from_user = min(max(from_user, batch - n_synthetic), batch)  # too few synthetic ones: fill with the user's
+    return np.concatenate([n_synthetic + rng.choice(n_user, from_user, replace=False),
+                           rng.choice(n_synthetic, batch - from_user, replace=False)]).astype(int)
+
+
 def train_embedder(config: ContrastiveConfig, out: str | Path,
                    on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train :func:`embedder_net` with NT-Xent and save its state dict to ``out`` (atomically).
@@ -177,6 +199,7 @@ def train_embedder(config: ContrastiveConfig, out: str | Path,
 
     rng = np.random.default_rng(config.seed)
     pool: list[np.ndarray] = [synthetic_photo(rng) for _ in range(config.synthetic)]
+    n_synthetic = len(pool)
     if config.images:
         pool += _load_folder(config.images)
     tensors = [torch.from_numpy(np.ascontiguousarray(p.transpose(2, 0, 1))) for p in pool]  # uint8 (3, H, W)
@@ -193,12 +216,14 @@ def train_embedder(config: ContrastiveConfig, out: str | Path,
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     aug = _augment()
     batch = min(config.batch, len(tensors))
+    pick = functools.partial(batch_indices, n_synthetic=n_synthetic, n_user=len(pool) - n_synthetic, batch=batch,
+                             share=config.images_share)
     backbone.train()
     head.train()
     losses: list[float] = []
     t0 = time.perf_counter()
     for step in range(config.steps):
-        idx = rng.choice(len(tensors), batch, replace=False)
+        idx = pick(rng)
         views = [torch.stack([aug(tensors[i]) for i in idx]) for _ in range(2)]  # 2 x (B, 3, 64, 64) uint8
         x1, x2 = [((v.float() / 255.0) - mean) / std for v in views]
         loss = nt_xent(head(backbone(x1)), head(backbone(x2)), config.temperature)
