@@ -64,6 +64,20 @@ def test_run_many_keeps_requests_in_flight_and_matches_run(tiny_resnet):
     assert y2.shape == (1, 10) and not np.shares_memory(y, y2)
 
 
+def test_run_splits_a_batch_over_the_streams(tiny_resnet):
+    x = tiny_resnet.input.example(5, seed=4)
+    ref = _reference(tiny_resnet, x)
+    options = SessionOptions(batch=8, knobs={"hint": "throughput", "streams": 2})
+    with get_engine("openvino").load(tiny_resnet, options) as s:
+        assert s.settings()["streams"] == 2 and len(s._requests) == 2
+        for n in (1, 2, 5):  # one part, a part per sample, uneven parts (2 + 3)
+            y = s.run(np.ascontiguousarray(x[:n]))
+            assert y.shape == ref[:n].shape and rel_error(y, ref[:n]) <= 1e-4
+        first = s.run(x)
+        s.run(x[::-1].copy())  # the next call reuses the requests' buffers: the first result was copied out
+        assert rel_error(first, ref) <= 1e-4
+
+
 def test_int8_runs_int8_layers(tiny_cnn, monkeypatch):
     import nncf
 

@@ -61,7 +61,7 @@ def test_expired_requests_are_dropped_not_launched():
 
 def test_a_lone_request_larger_than_the_budget_cap_still_runs():
     policy = BatchingPolicy(max_batch=8, latency_budget_s=0.010, latency_curve={1: 0.001, 8: 0.008}, budget_slack=0)
-    assert policy.batch_cap == 5  # 2 * L(5) = 0.010
+    assert policy.batch_cap == 1  # 1 ms per sample at every batch: a larger batch buys nothing
     d = decide(reqs(7, 1), now=0.0, policy=policy)
     assert [p.n for p in d.launch] == [7]
 
@@ -81,25 +81,43 @@ def test_latency_budget_launches_when_waiting_longer_would_miss_it():
     # budget 20 ms, 10% slack -> 18 ms usable; L(b) = 1 ms + 1 ms per sample
     curve = {1: 0.002, 4: 0.005, 8: 0.009}
     policy = BatchingPolicy(max_batch=8, latency_budget_s=0.020, latency_curve=curve)
-    assert policy.batch_cap == 8  # 2 * 9 ms <= 18 ms
+    # cost per sample: 1.125 ms at 8 (the best that fits: 2 * 9 ms <= 18 ms); 7/6 ms at 6 is within 5% of it
+    assert policy.batch_cap == 6
     q = [Pending(0, 1, arrival=0.0)]
-    d = decide(q, now=0.008, policy=policy)
-    assert d.launch == () and d.wake_at == pytest.approx(0.018 - 0.009)
-    assert len(decide(q, now=0.009, policy=policy).launch) == 1
+    d = decide(q, now=0.010, policy=policy)
+    assert d.launch == () and d.wake_at == pytest.approx(0.018 - 0.007)
+    assert len(decide(q, now=0.011, policy=policy).launch) == 1
 
 
-def test_latency_budget_caps_the_batch_and_sizes_the_queue():
-    curve = {1: 0.004, 8: 0.032}  # 4 ms per sample
+def test_the_cap_is_the_smallest_batch_near_the_best_cost_per_sample():
+    budget = dict(latency_budget_s=1.0, budget_slack=0.0, queue_capacity=10_000)
+    linear = BatchingPolicy(max_batch=8, latency_curve={1: 0.010, 8: 0.080}, **budget)  # a CPU: no gain
+    assert linear.batch_cap == 1
+    gpu = BatchingPolicy(max_batch=64, latency_curve={1: 0.004, 8: 0.005, 64: 0.012}, **budget)
+    # cost per sample keeps falling (0.19 ms at 64); 56 is the first batch within 5% of it (11 ms / 56)
+    assert gpu.batch_cap == 56
+    tight = BatchingPolicy(max_batch=64, latency_curve={1: 0.004, 8: 0.005, 64: 0.012}, latency_budget_s=0.018,
+                           budget_slack=0.0)
+    fits = [b for b in range(1, 65) if 2 * tight.latency(b) <= 0.018]
+    assert fits[-1] == 40 and tight.batch_cap == 36  # ... until the budget stops it (36: within 5% of 40's cost)
+    streams = BatchingPolicy(max_batch=8, latency_curve={1: 0.060, 2: 0.062, 4: 0.122, 8: 0.242}, **budget)
+    assert streams.batch_cap == 2  # two streams: batch 2 costs what batch 1 does, beyond that no gain
+
+
+def test_latency_budget_sizes_the_queue_to_what_it_can_clear():
+    curve = {1: 0.004, 8: 0.032}  # 4 ms per sample: the cap is 1
     policy = BatchingPolicy(max_batch=8, latency_budget_s=0.050, latency_curve=curve, queue_capacity=1000)
-    assert policy.batch_cap == 5  # 2 * L(5) = 40 ms <= 45 ms usable; 2 * L(6) = 48 ms is not
-    # Q / (1 * 5 / 20 ms) + 2 * 20 ms <= 45 ms  ->  Q <= 1.25 -> at least one batch may wait
-    assert policy.admission_limit == 5
+    assert policy.batch_cap == 1
+    # Q / (1 sample / 4 ms) + 4 ms <= 45 ms usable  ->  Q <= 10.25
+    assert policy.admission_limit == 10
     many = BatchingPolicy(max_batch=8, latency_budget_s=0.050, latency_curve=curve, queue_capacity=1000, instances=8)
-    assert many.admission_limit == 10  # eight instances clear the queue eight times as fast
+    assert many.admission_limit == 82  # eight instances clear the queue eight times as fast
     roomy = BatchingPolicy(max_batch=8, latency_budget_s=0.500, latency_curve=curve, queue_capacity=1000)
-    assert (roomy.batch_cap, roomy.admission_limit) == (8, 96)  # (450 - 64) ms * 8 / 32 ms
+    assert roomy.admission_limit == 111  # (450 - 4) ms / 4 ms
     small = BatchingPolicy(max_batch=8, latency_budget_s=0.500, latency_curve=curve, queue_capacity=20)
     assert small.admission_limit == 20  # the configured capacity still bounds it
+    slow = BatchingPolicy(max_batch=8, latency_budget_s=0.050, latency_curve={1: 0.040}, queue_capacity=1000)
+    assert slow.admission_limit == 1  # nothing can wait behind a batch that takes most of the budget: one at least
 
 
 def test_a_noisy_curve_is_smoothed_upwards():

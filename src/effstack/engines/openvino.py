@@ -167,7 +167,13 @@ class OpenVinoEngine(Engine):
 
 
 class OpenVinoSession(Session):
-    """One compiled model; ``run`` uses one InferRequest, ``run_many`` an AsyncInferQueue."""
+    """One compiled model; ``run`` splits a batch over the streams, ``run_many`` uses an AsyncInferQueue.
+
+    With several streams (the THROUGHPUT hint), one InferRequest would keep one stream busy and leave the
+    others idle: ResNet-50 INT8 at batch 8 ran at half the offline rate that way on 2 cores. So ``run``
+    cuts a batch into one near-equal part per stream (at most one per sample), runs the parts at once
+    and joins the outputs: the batch's latency is then about that of its largest part on one stream.
+    """
 
     def __init__(self, model: "LoadedModel", options: SessionOptions, compiled: Any, xml: Path,
                  knobs: dict[str, Any]):
@@ -175,15 +181,26 @@ class OpenVinoSession(Session):
         self.compiled = compiled
         self.xml = xml
         self.knobs = knobs
-        self._request = compiled.create_infer_request()
-        self._infer = self._request.infer  # bound once: run() is on the timed path
-        self._queue: Any = None
         self._resolved = _read_properties(compiled)
+        self._requests = [compiled.create_infer_request() for _ in range(max(1, self._resolved["streams"]))]
+        self._infer = self._requests[0].infer  # bound once: run() is on the timed path
+        self._queue: Any = None
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        # share_inputs: no input copy (x is C-contiguous, validated); the output is copied out of the
-        # request's buffer, which the next inference overwrites
-        return self._infer({0: x}, share_inputs=True)[0]
+        # share_inputs: no input copy (x is C-contiguous, validated; row slices of it are too); the output
+        # is copied out of the request's buffer, which the next inference overwrites
+        parts = min(len(self._requests), x.shape[0])
+        if parts <= 1:
+            return self._infer({0: x}, share_inputs=True)[0]
+        bounds = np.linspace(0, x.shape[0], parts + 1).astype(int)
+        requests = self._requests[:parts]
+        for request, lo, hi in zip(requests, bounds[:-1], bounds[1:]):
+            request.start_async({0: x[lo:hi]}, share_inputs=True)
+        outputs = []
+        for request in requests:
+            request.wait()
+            outputs.append(request.get_output_tensor(0).data)
+        return np.concatenate(outputs)
 
     def run_many(self, x: np.ndarray, n: int) -> int:
         """Keep OPTIMAL_NUMBER_OF_INFER_REQUESTS requests in flight so every stream stays busy."""
@@ -218,7 +235,7 @@ class OpenVinoSession(Session):
         if self._queue is not None:
             self._queue.wait_all()
         self._queue = None
-        self._request = None
+        self._requests = []
         self._infer = None  # type: ignore[assignment]
         self.compiled = None
 
