@@ -77,16 +77,23 @@ def test_interpolation_between_and_beyond_points():
         interpolate({}, 1)
 
 
-def test_latency_budget_launches_when_waiting_longer_would_miss_it():
+def test_latency_budget_waits_for_company_at_most_one_batch():
     # budget 20 ms, 10% slack -> 18 ms usable; L(b) = 1 ms + 1 ms per sample
     curve = {1: 0.002, 4: 0.005, 8: 0.009}
     policy = BatchingPolicy(max_batch=8, latency_budget_s=0.020, latency_curve=curve)
     # cost per sample: 1.125 ms at 8 (the best that fits: 2 * 9 ms <= 18 ms); 7/6 ms at 6 is within 5% of it
     assert policy.batch_cap == 6
     q = [Pending(0, 1, arrival=0.0)]
-    d = decide(q, now=0.010, policy=policy)
-    assert d.launch == () and d.wake_at == pytest.approx(0.018 - 0.007)
-    assert len(decide(q, now=0.011, policy=policy).launch) == 1
+    d = decide(q, now=0.004, policy=policy)
+    # not until 18 - 7 = 11 ms (the budget's edge), nor L(6) = 7 ms: what a batch of 6 saves, 6 * 2 - 7 = 5 ms
+    assert d.launch == () and d.wake_at == pytest.approx(0.005)
+    assert len(decide(q, now=0.005, policy=policy).launch) == 1
+    late = [Pending(0, 1, arrival=0.0, deadline=0.010)]  # a request's own deadline still comes first
+    assert decide(late, now=0.0, policy=policy).wake_at == pytest.approx(0.010 - 0.007)
+    gpu = BatchingPolicy(max_batch=64, latency_budget_s=1.0, latency_curve={1: 0.004, 64: 0.012}, budget_slack=0)
+    assert decide(q, now=0.0, policy=gpu).wake_at == pytest.approx(gpu.latency(gpu.batch_cap))  # saves a lot
+    linear = BatchingPolicy(max_batch=8, latency_budget_s=1.0, latency_curve={1: 0.070, 2: 0.133, 8: 0.532})
+    assert linear.batch_cap == 2 and decide(q, now=0.0, policy=linear).wake_at == pytest.approx(0.007)  # saves 7 ms
 
 
 def test_the_cap_is_the_smallest_batch_near_the_best_cost_per_sample():
@@ -108,12 +115,12 @@ def test_latency_budget_sizes_the_queue_to_what_it_can_clear():
     curve = {1: 0.004, 8: 0.032}  # 4 ms per sample: the cap is 1
     policy = BatchingPolicy(max_batch=8, latency_budget_s=0.050, latency_curve=curve, queue_capacity=1000)
     assert policy.batch_cap == 1
-    # Q / (1 sample / 4 ms) + 4 ms <= 45 ms usable  ->  Q <= 10.25
-    assert policy.admission_limit == 10
+    # Q / (1 sample / 4 ms) + 4 ms <= 50 ms  ->  Q <= 11.5
+    assert policy.admission_limit == 11
     many = BatchingPolicy(max_batch=8, latency_budget_s=0.050, latency_curve=curve, queue_capacity=1000, instances=8)
-    assert many.admission_limit == 82  # eight instances clear the queue eight times as fast
+    assert many.admission_limit == 92  # eight instances clear the queue eight times as fast
     roomy = BatchingPolicy(max_batch=8, latency_budget_s=0.500, latency_curve=curve, queue_capacity=1000)
-    assert roomy.admission_limit == 111  # (450 - 4) ms / 4 ms
+    assert roomy.admission_limit == 124  # (500 - 4) ms / 4 ms
     small = BatchingPolicy(max_batch=8, latency_budget_s=0.500, latency_curve=curve, queue_capacity=20)
     assert small.admission_limit == 20  # the configured capacity still bounds it
     slow = BatchingPolicy(max_batch=8, latency_budget_s=0.050, latency_curve={1: 0.040}, queue_capacity=1000)
@@ -341,3 +348,39 @@ def test_tiny_batches_run_inline_on_the_event_loop():
     ys = asyncio.run(main())
     assert [float(y[0, 0]) for y in ys] == [0.0, 1.0, 2.0]
     assert threads[0] == threading.main_thread().name and threads[-1].startswith("effstack-instance")
+
+
+def test_admission_shrinks_when_batches_run_slower_than_measured():
+    curve = {1: 0.004}
+    policy = BatchingPolicy(max_batch=4, latency_budget_s=0.050, latency_curve=curve, queue_capacity=1000)
+    assert policy.admission_limit == 11 == policy.admission_limit_at(0.5)  # faster than measured: no change
+    assert policy.admission_limit_at(2.0) == 5  # (50 - 8) ms / 8 ms per sample
+    q = BatchQueue(policy)
+    q.slowdown = 2.0
+    for i in range(5):
+        q.admit(Pending(i, 1, 0.0))
+    assert q.full()
+    with pytest.raises(QueueFull):
+        q.admit(Pending(9, 1, 0.0))
+
+
+def test_the_shell_measures_the_slowdown_from_finished_batches():
+    import time
+
+    from effstack.serve.workers import Batcher
+
+    def slow(x):  # ten times the 1 ms the curve promises
+        time.sleep(0.010)
+        return x
+
+    async def main():
+        policy = BatchingPolicy(max_batch=1, latency_budget_s=0.050, latency_curve={1: 0.001})
+        batcher = Batcher(policy, [slow])
+        assert batcher.queue.limit == policy.admission_limit == 49
+        for i in range(3):
+            await batcher.submit(_x(i))
+        batcher.close()
+        return batcher.queue
+
+    queue = asyncio.run(main())
+    assert queue.slowdown >= 5 and queue.limit < 10

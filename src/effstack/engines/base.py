@@ -99,6 +99,16 @@ class Session(ABC):
         """How many calls :meth:`run_many` keeps in flight at once (1 for a plain loop)."""
         return 1
 
+    def instances(self, n: int) -> list["Session"] | None:
+        """``n`` sessions that share this one's compiled model and run at the same time, or None.
+
+        A server's instances are such sessions where the engine can share: OpenVINO gives each one of the
+        compiled model's streams, which ran ResNet-50 INT8 about twice as fast per sample here as two
+        separately compiled one-thread models. None: the caller loads ``n`` separate sessions. The
+        returned sessions are closed with this one.
+        """
+        return None
+
     def executed_precision(self) -> dict[str, int]:
         """Count of compute operations by the precision their kernels actually ran in.
 
@@ -146,6 +156,11 @@ class Engine(ABC):
     @abstractmethod
     def load(self, model: "LoadedModel", options: SessionOptions) -> Session:
         """Build a session for ``model`` (exporting or compiling as needed)."""
+
+    def shared_instance_knobs(self, n: int) -> dict[str, Any] | None:
+        """Knobs under which one session can serve ``n`` instances through :meth:`Session.instances`, or None
+        when this engine's instances must be separate sessions."""
+        return None
 
 
 def run_batches(session: "Session", x: np.ndarray, chunk: int = 64) -> np.ndarray:

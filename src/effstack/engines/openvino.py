@@ -129,6 +129,10 @@ class OpenVinoEngine(Engine):
             )
         super().check(options)
 
+    def shared_instance_knobs(self, n: int) -> dict[str, Any]:
+        """One compiled model, one stream per instance."""
+        return {"hint": "throughput", "streams": n}
+
     def load(self, model: "LoadedModel", options: SessionOptions) -> "OpenVinoSession":
         """Convert to IR (cached), quantize for int8 (cached), and compile for the CPU.
 
@@ -217,6 +221,13 @@ class OpenVinoSession(Session):
     def concurrency(self) -> int:
         return int(self._resolved["optimal_requests"])
 
+    def instances(self, n: int) -> list[Session]:
+        """``n`` sessions on this compiled model, each with its own infer request (compile it with
+        ``streams`` = n so that each gets a stream; more requests than streams queue inside OpenVINO)."""
+        if n < 1:
+            raise ConfigError(f"instances must be at least 1, got {n}")
+        return [OpenVinoStream(self, i) for i in range(n)]
+
     def settings(self) -> dict[str, Any]:
         out = dict(self._resolved)
         out.update({k: v for k, v in self.knobs.items() if k in _INT8_KNOBS})
@@ -238,6 +249,31 @@ class OpenVinoSession(Session):
         self._requests = []
         self._infer = None  # type: ignore[assignment]
         self.compiled = None
+
+
+class OpenVinoStream(Session):
+    """One instance of a shared :class:`OpenVinoSession`: its own infer request, one batch at a time."""
+
+    def __init__(self, parent: OpenVinoSession, index: int):
+        super().__init__("openvino", parent.model, parent.options)
+        self.parent = parent
+        self.index = index
+        self._infer = parent.compiled.create_infer_request().infer
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self._infer({0: x}, share_inputs=True)[0]
+
+    def executed_precision(self) -> dict[str, int]:
+        return self.parent.executed_precision()
+
+    def layer_precisions(self) -> dict[str, str]:
+        return self.parent.layer_precisions()
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.parent.settings(), "instance": self.index}
+
+    def close(self) -> None:  # the parent owns the compiled model
+        self._infer = None  # type: ignore[assignment]
 
 
 def _read_properties(compiled: Any) -> dict[str, Any]:

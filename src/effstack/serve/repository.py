@@ -30,7 +30,7 @@ from ..errors import ConfigError, UnknownModelError, suggest
 from .config import ServingConfig
 from .errors import ModelNotReady
 from .protocol import TensorMeta, datatype_of
-from .workers import Batcher
+from .workers import Batcher, lower_priority, thread_ids
 
 __all__ = ["CURVE_REPEATS", "ModelRepository", "ModelRunner", "resolve_target"]
 
@@ -66,12 +66,13 @@ class ModelRunner:
     """
 
     def __init__(self, name: str, config: ServingConfig, model: Any, sessions: Sequence[Any],
-                 curve_s: dict[int, float], output: TensorMeta):
+                 curve_s: dict[int, float], output: TensorMeta, owners: Sequence[Any] | None = None):
         self.name = name
         self.version = VERSION
         self.config = config
         self.model = model
         self.sessions = list(sessions)
+        self.owners = list(owners) if owners is not None else []  # sessions that the instances share
         self.curve_s = curve_s
         self.policy = config.policy(curve_s)
         spec = model.input
@@ -97,22 +98,23 @@ class ModelRunner:
             if config.model is None:
                 raise ConfigError("the serving config names no model; give a model spec or a serving.json")
             model = load_model(config.model)
+        owners: list[Any] = []
+        before = thread_ids()
+        loaded = sessions is None
         if sessions is None:
             engine = get_engine(_auto_engine() if config.engine == "auto" else config.engine)
-            options = SessionOptions(precision=config.precision, threads=config.threads_per_instance(),
-                                     batch=config.max_batch, knobs=dict(config.knobs))
-            sessions = []
-            try:
-                for _ in range(config.instances):
-                    sessions.append(engine.load(model, options))
-            except BaseException:
-                for s in sessions:
-                    s.close()
-                raise
-        curve, output = warm_up(sessions, model.input, config.max_batch)
+            sessions, owners = _load_instances(engine, model, config, SessionOptions)
+        try:
+            curve, output = warm_up(sessions, model.input, config.max_batch)
+        except BaseException:
+            for s in [*sessions, *owners]:
+                s.close()
+            raise
+        if loaded:  # the engines' own worker threads, started by the load and the first runs
+            lower_priority(thread_ids() - before)
         log.info("%s: warmed up batch 1..%d on %d instance(s); p99 curve %s", name or model.name, config.max_batch,
                  len(sessions), {b: f"{s * 1e3:.2f} ms" for b, s in curve.items()})
-        return cls(name or config.name or model.name, config, model, sessions, curve, output)
+        return cls(name or config.name or model.name, config, model, sessions, curve, output, owners)
 
     def start(self, observer: Any = None) -> None:
         """Create the batcher on the running event loop."""
@@ -131,7 +133,7 @@ class ModelRunner:
         if self.batcher is not None:
             await self.batcher.drain()
             self.batcher.close()
-        for s in self.sessions:
+        for s in [*self.sessions, *self.owners]:
             s.close()
 
     def metadata(self) -> dict[str, Any]:
@@ -159,6 +161,34 @@ class ModelRunner:
     def state(self) -> tuple[int, int]:
         b = self.batcher
         return (b.queue.samples, b.in_flight) if b else (0, 0)
+
+
+def _load_instances(engine: Any, model: Any, config: ServingConfig, options_cls: Any) -> tuple[list[Any], list[Any]]:
+    """The instances' sessions, and the sessions they share (closed last).
+
+    Where the engine can share one compiled model between instances (:meth:`Session.instances`), it is loaded
+    once with all the threads and one stream per instance; otherwise each instance is a session of its own
+    with its share of the threads.
+    """
+    shared_knobs = engine.shared_instance_knobs(config.instances) if config.instances > 1 else None
+    if shared_knobs is not None and not set(shared_knobs) & set(config.knobs):  # the user's knobs win
+        owner = engine.load(model, options_cls(precision=config.precision, threads=config.threads,
+                                               batch=config.max_batch, knobs={**config.knobs, **shared_knobs}))
+        shared = owner.instances(config.instances)
+        if shared is not None:
+            return shared, [owner]
+        owner.close()
+    options = options_cls(precision=config.precision, threads=config.threads_per_instance(), batch=config.max_batch,
+                          knobs=dict(config.knobs))
+    sessions: list[Any] = []
+    try:
+        for _ in range(config.instances):
+            sessions.append(engine.load(model, options))
+    except BaseException:
+        for s in sessions:
+            s.close()
+        raise
+    return sessions, []
 
 
 def _json(obj: Any) -> str:
