@@ -260,16 +260,14 @@ def cmd_neardup(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_photos(args: argparse.Namespace) -> dict[str, Any]:
     """Write scikit-image's bundled photographs as PNG files (the near-duplicate benchmark's originals)."""
+    from effstack.export._cache import atomic_file
     from effstack.search.contrastive import photos
 
     folder = Path(args.out)
-    folder.mkdir(parents=True, exist_ok=True)
     originals = photos()
     for name, img in originals.items():
-        path = folder / f"{name}.png"
-        tmp = path.with_suffix(".png.tmp")
-        tmp.write_bytes(_png(img))
-        tmp.replace(path)
+        with atomic_file(folder / f"{name}.png") as tmp:
+            tmp.write_bytes(_png(img))
     print(f"wrote {len(originals)} photographs to {folder}/")
     return {"folder": str(folder), "photos": list(originals)}
 

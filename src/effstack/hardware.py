@@ -28,7 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_info", "library_versions", "peak_rates", "peak_for", "cache_dir", "available_cores"]
+from .errors import one_line
+
+__all__ = ["machine_info", "library_versions", "peak_rates", "peak_for", "cache_dir", "available_cores",
+           "cuda_unavailable_reason"]
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
              "amx_bf16", "amx_int8")
@@ -438,11 +441,6 @@ _PATHS: dict[str, list[tuple[str, Callable[[int, int], Callable[[], Any] | None]
 }
 
 
-if __name__ == "__main__":  # python -m effstack.hardware [--refresh]
-    print(json.dumps({"machine": machine_info(), "versions": library_versions(),
-                      "peak": peak_rates(refresh="--refresh" in sys.argv)}, indent=1))
-
-
 def cuda_unavailable_reason() -> str | None:
     """Why no CUDA GPU can be used here (no CUDA build of PyTorch, no GPU, a broken driver), or None.
 
@@ -454,5 +452,11 @@ def cuda_unavailable_reason() -> str | None:
         if not torch.cuda.is_available():
             return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
     except Exception as exc:  # a broken CUDA install must not crash the listing
-        return f"cannot query CUDA: {' '.join(str(exc).split())[:120]}"
+        return f"cannot query CUDA: {one_line(exc, 120)}"
     return None
+
+
+if __name__ == "__main__":  # python -m effstack.hardware [--refresh]
+    print(json.dumps({"machine": machine_info(), "versions": library_versions(),
+                      "peak": peak_rates(refresh="--refresh" in sys.argv)}, indent=1))
+

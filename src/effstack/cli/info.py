@@ -47,9 +47,8 @@ def cmd_engines(args: argparse.Namespace) -> int:
     for col in ("engine", "available", "precisions", "what / why not"):
         table.add_column(col)
     for r in rows:
-        table.add_row(
-            r["engine"], "yes" if r["available"] else "no", ",".join(r["precisions"]), escape(r["reason"] or r["summary"])  # "effstack[gpu]" is not markup
-        )
+        what = escape(r["reason"] or r["summary"])  # "pip install 'effstack[gpu]'" is not rich markup
+        table.add_row(r["engine"], "yes" if r["available"] else "no", ",".join(r["precisions"]), what)
     Console().print(table)
     if args.json:
         atomic_write_text(args.json, json.dumps({"engines": rows}, indent=2))

@@ -28,7 +28,8 @@ ALIASES = {"eager": "torch", "pytorch": "torch", "compile": "torch_compile", "or
            "ov": "openvino", "trt": "tensorrt", "cuda": "torch_cuda"}
 
 # the pip extra that brings each engine's packages
-_EXTRA = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "gpu", "torch": "all", "torch_compile": "all", "torch_cuda": "all"}
+_EXTRA = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "gpu", "torch": "all", "torch_compile": "all",
+          "torch_cuda": "all"}
 
 
 def canonical(name: str) -> str:

@@ -99,15 +99,14 @@ class Session(ABC):
         """How many calls :meth:`run_many` keeps in flight at once (1 for a plain loop)."""
         return 1
 
-    def instances(self, n: int) -> list["Session"] | None:
-        """``n`` sessions that share this one's compiled model and run at the same time, or None.
+    def instances(self, n: int) -> list["Session"]:
+        """``n`` sessions that share this one's compiled model and run at the same time.
 
-        A server's instances are such sessions where the engine can share: OpenVINO gives each one of the
-        compiled model's streams, which ran ResNet-50 INT8 about twice as fast per sample here as two
-        separately compiled one-thread models. None: the caller loads ``n`` separate sessions. The
-        returned sessions are closed with this one.
+        Only engines whose :meth:`Engine.shared_instance_knobs` offers sharing implement it: OpenVINO gives
+        each one of the compiled model's streams, which ran ResNet-50 INT8 about twice as fast per sample here
+        as two separately compiled one-thread models. The returned sessions are closed with this one.
         """
-        return None
+        raise NotImplementedError(f"engine {self.engine!r} cannot share a session between instances")
 
     def executed_precision(self) -> dict[str, int]:
         """Count of compute operations by the precision their kernels actually ran in.
@@ -158,9 +157,19 @@ class Engine(ABC):
         """Build a session for ``model`` (exporting or compiling as needed)."""
 
     def shared_instance_knobs(self, n: int) -> dict[str, Any] | None:
-        """Knobs under which one session can serve ``n`` instances through :meth:`Session.instances`, or None
-        when this engine's instances must be separate sessions."""
+        """Knobs under which one session serves ``n`` instances through :meth:`Session.instances`, or None
+        when this engine's instances must be separate sessions (the default)."""
         return None
+
+
+def row_slices(n: int, parts: int) -> list[slice]:
+    """``parts`` near-equal, contiguous slices of ``n`` rows (for splitting a batch across workers).
+
+    >>> row_slices(5, 2)
+    [slice(0, 2, None), slice(2, 5, None)]
+    """
+    bounds = np.linspace(0, n, parts + 1).astype(int).tolist()
+    return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 def run_batches(session: "Session", x: np.ndarray, chunk: int = 64) -> np.ndarray:

@@ -23,7 +23,8 @@ from .._optional import require
 from ..errors import ArtifactError, ConfigError, EngineError, PrecisionError, one_line
 from ..export._cache import cache_dir, hash_arrays, hash_text, safe_name
 from ..export.openvino import export_openvino, save_ir
-from .base import Engine, Session, SessionOptions, calibration_batches, count_precisions, iter_samples
+from .base import (Engine, Session, SessionOptions, calibration_batches, count_precisions, iter_samples,
+                   row_slices)
 from ..hardware import has_int8_dot_product
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -196,10 +197,9 @@ class OpenVinoSession(Session):
         parts = min(len(self._requests), x.shape[0])
         if parts <= 1:
             return self._infer({0: x}, share_inputs=True)[0]
-        bounds = np.linspace(0, x.shape[0], parts + 1).astype(int)
         requests = self._requests[:parts]
-        for request, lo, hi in zip(requests, bounds[:-1], bounds[1:]):
-            request.start_async({0: x[lo:hi]}, share_inputs=True)
+        for request, rows in zip(requests, row_slices(x.shape[0], parts)):
+            request.start_async({0: x[rows]}, share_inputs=True)
         outputs = []
         for request in requests:
             request.wait()

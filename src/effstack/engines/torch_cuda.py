@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import ConfigError, EngineError, EngineUnavailableError, PrecisionError, one_line
 from ..hardware import cuda_unavailable_reason
-from .base import Engine, Session, SessionOptions
+from .base import Engine, Session, SessionOptions, count_precisions, row_slices
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel
@@ -74,7 +74,8 @@ def resolve_knobs(options: SessionOptions) -> dict[str, Any]:
     for key in ("channels_last", "compile", "tf32", "cudnn_benchmark"):
         out[key] = _flag(key, out[key])
     if out["mode"] not in _MODES:
-        raise ConfigError(f"torch_cuda knob 'mode' must be one of {', '.join(m for m in _MODES if m)}, got {out['mode']!r}")
+        modes = ", ".join(m for m in _MODES if m)
+        raise ConfigError(f"torch_cuda knob 'mode' must be one of {modes}, got {out['mode']!r}")
     if out["mode"] is not None:
         out["compile"] = True
     index = out["device_index"]
@@ -195,8 +196,7 @@ class TorchCudaSession(Session):
             from concurrent.futures import ThreadPoolExecutor
 
             self._copier = ThreadPoolExecutor(self.copy_threads, thread_name_prefix="effstack-stage")
-        bounds = np.linspace(0, x.shape[0], parts + 1).astype(int)
-        done = [self._copier.submit(np.copyto, dst[lo:hi], x[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        done = [self._copier.submit(np.copyto, dst[rows], x[rows]) for rows in row_slices(x.shape[0], parts)]
         for f in done:
             f.result()
         return buf
@@ -229,10 +229,7 @@ class TorchCudaSession(Session):
         return out
 
     def executed_precision(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for kind in self.layer_precisions().values():
-            counts[kind] = counts.get(kind, 0) + 1
-        return counts or {self._precision_name(): 1}
+        return count_precisions(self.layer_precisions()) or {self._precision_name(): 1}
 
     def settings(self) -> dict[str, Any]:
         torch = self._torch

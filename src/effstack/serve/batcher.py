@@ -13,22 +13,24 @@ at the first request that does not fit, so order is kept):
 * the batch is full (or the next request cannot join it): launch now;
 * fixed-delay mode (no budget): launch once the oldest request in it has waited ``max_queue_delay_s``
   (0, the default, launches at once: batches then form only from what queues while instances are busy);
-* latency-budget mode: with ``L(b)`` the measured p99 compute time of a batch of ``b`` (interpolated),
-  launch once the oldest request has waited as long as a full batch saves, ``cap L(1) - L(cap)``, but
-  never longer than one batch's compute time ``L(cap)`` nor than keeps the budget if the batch then grew
-  to ``batch_cap`` (``usable_budget - L(cap)``). Where batching saves little, requests hardly wait. ``batch_cap`` is the
+* latency-budget mode: with ``L(b)`` the measured p99 compute time of a batch of ``b`` (interpolated), launch
+  once the oldest request has waited as long as a full batch saves, ``cap L(1) - L(cap)``, but never longer
+  than one batch's compute time ``L(cap)`` nor than keeps the budget if the batch then grew to ``batch_cap``
+  (``usable_budget - L(cap)``): where batching saves little, requests hardly wait. ``batch_cap`` is the
   smallest batch whose cost per sample, ``L(b) / b``, is within 5% of the best among the batches with
-  ``2 L(b) <= usable_budget`` (a request arriving just after a launch waits for that batch and then runs
-  in the next). A larger batch would buy no throughput, only latency: on a CPU, where ``L`` grows
-  about linearly, the cap is 1 or 2 and requests launch as soon as an instance is free; on a GPU, where
-  a batch of 64 costs little more than one of 8, the cap grows until the budget stops it. Admission
-  stops at the queue depth the instances can clear in the budget that is left after one batch
-  (``Q / rate + L(cap) <= budget``), so overload turns into fast 503s instead of a queue nobody can
-  wait for, while bursts that the budget can absorb are still queued. (A simulation of Poisson arrivals
-  against ResNet-50 INT8 curves measured here, 2 instances of about 60 ms per sample, put the highest
-  rate within a 350 ms p99 and 1% refusals at 0.78x of the offline rate with these rules, against 0.38x
-  with the earlier ones: the largest fitting batch as the cap, waiting up to the budget's edge, and a
-  depth that also reserved a second batch);
+  ``2 L(b) <= usable_budget`` (a request arriving just after a launch waits for that batch and then runs in the
+  next).
+  A larger batch would buy no throughput, only latency: on a CPU, where ``L`` grows about linearly, the cap is
+  1 or 2 and requests launch as soon as an instance is free; on a GPU, where a batch of 64 costs little more
+  than one of 8, the cap grows until the budget stops it. Admission stops at the queue depth the instances can
+  clear in the budget that is left after one batch (``Q / rate + L(cap) <= budget``), so overload turns into
+  fast 503s instead of a queue nobody can wait for, while bursts that the budget can absorb are still queued;
+  when batches run slower than the curve (the shell reports the observed slowdown), the depth shrinks with
+  them. (``benchmarks/batcher_sim.py`` drives :func:`decide` with Poisson arrivals: against a ResNet-50 INT8
+  curve measured here, 2 instances of about 67 ms per sample, it put the highest rate within a 350 ms p99 and
+  1% refusals at 0.80x of the offline rate with these rules, against about 0.4x with the earlier ones: the
+  largest fitting batch as the cap, waiting up to the budget's edge, and a depth that also reserved a second
+  batch);
 * a request's own deadline also bounds the wait: launch by ``deadline - L(batch_cap)``.
 
 Requests past their deadline are dropped when reached, never computed.
@@ -166,6 +168,7 @@ class BatchingPolicy:
         # derived once: the effective batch cap and the admission limit (plain attributes, frozen)
         object.__setattr__(self, "_cap", self._compute_cap())
         object.__setattr__(self, "_limit", self._compute_limit())
+        object.__setattr__(self, "_wait", self._compute_wait())
 
     # --- derived quantities ---------------------------------------------------------------------
 
@@ -213,13 +216,29 @@ class BatchingPolicy:
         usable = self.usable_budget_s
         if usable is None:
             return self.queue_capacity
-        cap = self._compute_cap()
+        cap = self.batch_cap
         per_batch = max(self.latency(cap), 1e-9) * slowdown
         # a request admitted behind Q samples waits ~Q / rate for them, then its own batch runs, and should
         # still be done within the budget (the slack is for jitter at normal load, not for a full queue):
         # Q / (instances * cap / L) + L <= budget
         depth = math.floor((self.latency_budget_s - per_batch) * self.instances * cap / per_batch)
         return max(cap, min(self.queue_capacity, depth))
+
+    @property
+    def max_wait_s(self) -> float | None:
+        """Budget mode: how long the oldest request may wait for company (None without a budget)."""
+        return self._wait  # type: ignore[attr-defined]
+
+    def _compute_wait(self) -> float | None:
+        usable = self.usable_budget_s
+        if usable is None:
+            return None
+        # wait for company no longer than the compute a full batch saves over running its samples one by one,
+        # and at most one batch's compute time (by then an instance that launched at once would be free
+        # again). Waiting up to the budget's edge left no room for jitter: p99 sat at the budget at low load.
+        per_batch = self.latency(self.batch_cap)
+        saving = max(0.0, self.batch_cap * self.latency(1) - per_batch)
+        return min(usable - per_batch, per_batch, saving)
 
     def level(self, priority: int | None) -> int:
         """The queue level of a request priority (0/None: the default).
@@ -328,18 +347,12 @@ def decide(queue: Iterable[Pending], now: float, policy: BatchingPolicy) -> Deci
 
 def _launch_time(batch: Sequence[Pending], policy: BatchingPolicy) -> float:
     oldest = min(p.arrival for p in batch)
-    usable = policy.usable_budget_s
+    wait = policy.max_wait_s
     delay = policy.max_queue_delay_s
-    if usable is None:
+    if wait is None:
         t = oldest + (delay or 0.0)
     else:
-        # wait for company no longer than the compute a full batch saves over running its samples one by one,
-        # and at most one batch's compute time (by then an instance that launched at once would be free
-        # again). Waiting up to the budget's edge left no room for jitter: p99 sat at the budget at low load.
-        cap = policy.batch_cap
-        per_batch = policy.latency(cap)
-        saving = max(0.0, cap * policy.latency(1) - per_batch)
-        t = oldest + min(usable - per_batch, per_batch, saving)
+        t = oldest + wait
         if delay is not None:
             t = min(t, oldest + delay)
     deadlines = [p.deadline for p in batch if p.deadline is not None]
@@ -361,12 +374,18 @@ class BatchQueue:
         self.policy = policy
         self._levels: list[deque[Pending]] = [deque() for _ in range(policy.priority_levels)]
         self.samples = 0
-        self.slowdown = 1.0  # how much slower than the curve batches run now (set by the shell; >= 1 counts)
+        self._slowdown = 1.0
+        self.limit = policy.admission_limit  # samples that may wait now (follows the slowdown)
 
     @property
-    def limit(self) -> int:
-        """Samples that may wait now: the policy's admission limit at the current slowdown."""
-        return self.policy.admission_limit_at(self.slowdown)
+    def slowdown(self) -> float:
+        """How much slower than the curve batches run now (set by the shell; only values above 1 count)."""
+        return self._slowdown
+
+    @slowdown.setter
+    def slowdown(self, value: float) -> None:
+        self._slowdown = value
+        self.limit = self.policy.admission_limit_at(value)
 
     def __iter__(self) -> Iterator[Pending]:
         for level in self._levels:

@@ -103,7 +103,7 @@ class ModelRunner:
         loaded = sessions is None
         if sessions is None:
             engine = get_engine(_auto_engine() if config.engine == "auto" else config.engine)
-            sessions, owners = _load_instances(engine, model, config, SessionOptions)
+            sessions, owners = _load_instances(engine, model, config)
         try:
             curve, output = warm_up(sessions, model.input, config.max_batch)
         except BaseException:
@@ -163,23 +163,22 @@ class ModelRunner:
         return (b.queue.samples, b.in_flight) if b else (0, 0)
 
 
-def _load_instances(engine: Any, model: Any, config: ServingConfig, options_cls: Any) -> tuple[list[Any], list[Any]]:
+def _load_instances(engine: Any, model: Any, config: ServingConfig) -> tuple[list[Any], list[Any]]:
     """The instances' sessions, and the sessions they share (closed last).
 
-    Where the engine can share one compiled model between instances (:meth:`Session.instances`), it is loaded
-    once with all the threads and one stream per instance; otherwise each instance is a session of its own
-    with its share of the threads.
+    Where the engine can share one compiled model between instances (:meth:`Engine.shared_instance_knobs`), it
+    is loaded once with all the threads and one stream per instance; otherwise each instance is a session of
+    its own with its share of the threads.
     """
+    from ..engines import SessionOptions
+
     shared_knobs = engine.shared_instance_knobs(config.instances) if config.instances > 1 else None
     if shared_knobs is not None and not set(shared_knobs) & set(config.knobs):  # the user's knobs win
-        owner = engine.load(model, options_cls(precision=config.precision, threads=config.threads,
-                                               batch=config.max_batch, knobs={**config.knobs, **shared_knobs}))
-        shared = owner.instances(config.instances)
-        if shared is not None:
-            return shared, [owner]
-        owner.close()
-    options = options_cls(precision=config.precision, threads=config.threads_per_instance(), batch=config.max_batch,
-                          knobs=dict(config.knobs))
+        owner = engine.load(model, SessionOptions(precision=config.precision, threads=config.threads,
+                                                  batch=config.max_batch, knobs={**config.knobs, **shared_knobs}))
+        return owner.instances(config.instances), [owner]
+    options = SessionOptions(precision=config.precision, threads=config.threads_per_instance(),
+                             batch=config.max_batch, knobs=dict(config.knobs))
     sessions: list[Any] = []
     try:
         for _ in range(config.instances):

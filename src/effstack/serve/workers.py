@@ -12,8 +12,9 @@ there is no polling loop; the event loop only queues, wakes and hands out result
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -222,12 +223,13 @@ class Batcher:
                     p.future.set_exception(err)
             return
         outputs, compute_s = result
-        self._observe(sum(p.n for p in batch), compute_s)
+        samples = sum(p.n for p in batch)
+        self._observe(samples, compute_s)
         for p, y in zip(batch, outputs):
             if not p.future.done():
                 p.future.set_result(y)
         if self.observer:
-            self.observer.on_batch(BatchRecord(inst, sum(p.n for p in batch), len(batch), queue_s, compute_s))
+            self.observer.on_batch(BatchRecord(inst, samples, len(batch), queue_s, compute_s))
 
     def _observe(self, samples: int, compute_s: float) -> None:
         """Track how much slower than the measured curve batches run now (a moving average of the ratio),
@@ -263,7 +265,7 @@ def _compute(run: RunFn, batch: tuple[Pending, ...]) -> tuple[list[np.ndarray], 
     return outs, compute_s
 
 
-def lower_priority(thread_ids: Any = None, by: int = COMPUTE_NICE) -> None:
+def lower_priority(tids: Iterable[int] | None = None, by: int = COMPUTE_NICE) -> None:
     """Run these threads (default: the calling one) ``by`` nice levels below where they are.
 
     The engines' threads saturate the cores under load; at the same priority as the event loop they starve
@@ -271,21 +273,17 @@ def lower_priority(thread_ids: Any = None, by: int = COMPUTE_NICE) -> None:
     compute lets the loop answer at once and only costs compute the CPU time the loop really uses. Linux
     only (nice applies per thread there); elsewhere, or without permission, nothing changes.
     """
-    import os
-
     if by <= 0 or not hasattr(os, "setpriority"):
         return
-    for tid in (thread_ids if thread_ids is not None else [0]):
+    for tid in (tids if tids is not None else [0]):
         try:
-            os.setpriority(os.PRIO_PROCESS, int(tid), min(19, os.getpriority(os.PRIO_PROCESS, int(tid)) + by))
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
         except OSError:  # the thread ended meanwhile, or no permission
             continue
 
 
 def thread_ids() -> set[int]:
     """This process's thread ids (empty where /proc is missing)."""
-    import os
-
     try:
         return {int(t) for t in os.listdir("/proc/self/task")}
     except OSError:
