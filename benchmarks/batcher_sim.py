@@ -8,6 +8,12 @@ rules were chosen; it reproduced the measured server within about 10% (ONNX Runt
 
     python benchmarks/batcher_sim.py --curve 1:67,2:134,4:268,8:536 --instances 2 --budget-ms 350
 
+With the spread and the offline rate measured for ResNet-50 INT8 on OpenVINO here (batch 1 on both streams: mean
+63.5 ms, CV 0.115; offline at batch 8: 35/s):
+
+    python benchmarks/batcher_sim.py --curve 1:63.5,2:127,4:254,8:508 --instances 2 --budget-ms 350 \
+        --jitter 0.115 --offline 35
+
 The curve is the median compute time per batch size in ms (``effstack serve`` logs the p99 curve it measured at
 load, and the model's config endpoint reports it); the policy sees it 10% slower, as its p99.
 """
@@ -48,8 +54,9 @@ def simulate(policy: BatchingPolicy, curve_s: dict[int, float], instances: int, 
             except QueueFull:
                 refused += 1
         elif kind == 2:  # a batch finished
-            instance, batch = data  # type: ignore[misc]
+            instance, batch, took = data  # type: ignore[misc]
             idle.append(instance)
+            queue.observe(sum(p.n for p in batch), took)  # as the server's shell does
             latencies += [now - p.arrival for p in batch]
         elif timer != now:  # a stale timer
             continue
@@ -62,7 +69,7 @@ def simulate(policy: BatchingPolicy, curve_s: dict[int, float], instances: int, 
                 samples = sum(p.n for p in d.launch)
                 took = interpolate(curve_s, samples) * math.exp(rng.normal(0, jitter)) + overhead_s
                 tie += 1
-                heapq.heappush(events, (now + took, 2, tie, (idle.pop(0), d.launch)))
+                heapq.heappush(events, (now + took, 2, tie, (idle.pop(0), d.launch, took)))
                 continue
             if d.wake_at is not None and (timer is None or d.wake_at < timer):
                 timer = d.wake_at
@@ -82,16 +89,19 @@ def main() -> int:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--seconds", type=float, default=200.0, help="simulated seconds per rate")
     p.add_argument("--max-refused", type=float, default=0.01)
+    p.add_argument("--jitter", type=float, default=0.05, help="batch time spread (sigma of its log; ~its CV)")
+    p.add_argument("--offline", type=float, default=None,
+                   help="the offline rate to compare with (default: the curve's best, all instances busy)")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
     curve = {int(b): float(ms) / 1e3 for b, ms in (item.split(":") for item in args.curve.split(","))}
     policy = BatchingPolicy(max_batch=args.max_batch, latency_budget_s=args.budget_ms / 1e3,
                             latency_curve={b: s * 1.1 for b, s in curve.items()}, instances=args.instances)
-    offline = args.instances * max(b / interpolate(curve, b) for b in range(1, args.max_batch + 1))
+    offline = args.offline or args.instances * max(b / interpolate(curve, b) for b in range(1, args.max_batch + 1))
     print(f"batch cap {policy.batch_cap}, admission limit {policy.admission_limit}; offline {offline:.1f}/s")
     rows, best = [], None
     for fraction in np.arange(0.3, 1.0001, 0.05):
-        r = simulate(policy, curve, args.instances, fraction * offline, args.seconds)
+        r = simulate(policy, curve, args.instances, fraction * offline, args.seconds, jitter=args.jitter)
         ok = r["p99_ms"] <= args.budget_ms and r["refused"] <= args.max_refused
         best = fraction if ok else best
         rows.append({**r, "fraction": float(fraction), "pass": ok})

@@ -166,6 +166,8 @@ def test_metrics_count_requests_batches_and_failures(mlp_server):
                  "effstack_batch_size_count", "effstack_request_duration_seconds_count",
                  "effstack_queue_samples", "effstack_model_ready"):
         assert any(k.startswith(name) for k in values), name
+    assert values['effstack_queue_limit_samples{model="tiny_mlp",version="1"}'] >= 1
+    assert values['effstack_compute_pace{model="tiny_mlp",version="1"}'] > 0
 
 
 def _post_in_thread(url, doc, results, i):

@@ -350,13 +350,18 @@ def test_tiny_batches_run_inline_on_the_event_loop():
     assert threads[0] == threading.main_thread().name and threads[-1].startswith("effstack-instance")
 
 
-def test_admission_shrinks_when_batches_run_slower_than_measured():
+def test_admission_follows_the_pace_batches_really_run_at():
     curve = {1: 0.004}
     policy = BatchingPolicy(max_batch=4, latency_budget_s=0.050, latency_curve=curve, queue_capacity=1000)
-    assert policy.admission_limit == 11 == policy.admission_limit_at(0.5)  # faster than measured: no change
-    assert policy.admission_limit_at(2.0) == 5  # (50 - 8) ms / 8 ms per sample
+    assert policy.admission_limit == 11 == policy.admission_limit_at(1.0)  # (50 - 4) ms / 4 ms per sample
+    assert policy.admission_limit_at(2.0) == 5  # slower than measured: (50 - 8) ms / 8 ms per sample
+    # faster than the p99 curve: the queue ahead clears at 2 ms a sample, the request's own batch still
+    # counts at its 4 ms p99 ((50 - 4) / 2 = 23, not (50 - 2) / 2 = 24); never faster than MIN_PACE
+    assert policy.admission_limit_at(0.5) == 23 == policy.admission_limit_at(0.1)
     q = BatchQueue(policy)
-    q.slowdown = 2.0
+    for _ in range(60):
+        q.observe(1, 0.008)  # batches take twice the curve's p99
+    assert q.pace == pytest.approx(2.0, rel=0.01) and q.limit == 5
     for i in range(5):
         q.admit(Pending(i, 1, 0.0))
     assert q.full()
@@ -364,7 +369,7 @@ def test_admission_shrinks_when_batches_run_slower_than_measured():
         q.admit(Pending(9, 1, 0.0))
 
 
-def test_the_shell_measures_the_slowdown_from_finished_batches():
+def test_the_shell_measures_the_pace_of_finished_batches():
     import time
 
     from effstack.serve.workers import Batcher
@@ -377,10 +382,10 @@ def test_the_shell_measures_the_slowdown_from_finished_batches():
         policy = BatchingPolicy(max_batch=1, latency_budget_s=0.050, latency_curve={1: 0.001})
         batcher = Batcher(policy, [slow])
         assert batcher.queue.limit == policy.admission_limit == 49
-        for i in range(3):
+        for i in range(10):
             await batcher.submit(_x(i))
         batcher.close()
         return batcher.queue
 
     queue = asyncio.run(main())
-    assert queue.slowdown >= 5 and queue.limit < 10
+    assert queue.pace >= 5 and queue.limit < 10

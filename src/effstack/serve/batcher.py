@@ -24,13 +24,16 @@ at the first request that does not fit, so order is kept):
   1 or 2 and requests launch as soon as an instance is free; on a GPU, where a batch of 64 costs little more
   than one of 8, the cap grows until the budget stops it. Admission stops at the queue depth the instances can
   clear in the budget that is left after one batch (``Q / rate + L(cap) <= budget``), so overload turns into
-  fast 503s instead of a queue nobody can wait for, while bursts that the budget can absorb are still queued;
-  when batches run slower than the curve (the shell reports the observed slowdown), the depth shrinks with
-  them. (``benchmarks/batcher_sim.py`` drives :func:`decide` with Poisson arrivals: against a ResNet-50 INT8
-  curve measured here, 2 instances of about 67 ms per sample, it put the highest rate within a 350 ms p99 and
-  1% refusals at 0.80x of the offline rate with these rules, against about 0.4x with the earlier ones: the
-  largest fitting batch as the cap, waiting up to the budget's edge, and a depth that also reserved a second
-  batch);
+  fast 503s instead of a queue nobody can wait for, while bursts that the budget can absorb are still queued.
+  The queue ahead is cleared at the *pace* batches really run, a moving average of their observed time over
+  the curve's p99 (:meth:`BatchQueue.observe`; 1 until batches are seen): a sum of several batches is close
+  to their mean, not to their p99 each, so at a steady pace of 0.9 a few more requests are admitted, and when
+  batches slow down under load the depth shrinks with them; the request's own batch is still counted at its
+  p99, never less. (``benchmarks/batcher_sim.py`` drives :func:`decide` with Poisson arrivals: against a
+  ResNet-50 INT8 curve measured here, 2 instances of about 61 ms per sample, the highest rate within a 350 ms
+  p99 and 1% refusals was 0.75x of the offline rate with the p99 pace, 0.80x with the observed one, and about
+  0.4x with the earliest rules: the largest fitting batch as the cap, waiting up to the budget's edge, and a
+  depth that also reserved a second batch);
 * a request's own deadline also bounds the wait: launch by ``deadline - L(batch_cap)``.
 
 Requests past their deadline are dropped when reached, never computed.
@@ -68,6 +71,8 @@ __all__ = [
 
 
 EFFICIENCY_TOLERANCE = 0.05  # the batch cap: the smallest batch within this of the best cost per sample
+PACE_WEIGHT = 0.1  # weight of the newest batch in the moving average of observed / predicted compute time
+MIN_PACE = 0.5  # the queue is never assumed to clear faster than twice the curve's p99 pace
 TOLERANCE_S = 1e-6  # timers fire up to a clock tick early, and float sums are not exact: launch within this
 
 
@@ -201,27 +206,30 @@ class BatchingPolicy:
         best = min(cost.values())
         return min(b for b in fitting if cost[b] <= best * (1 + EFFICIENCY_TOLERANCE) + 1e-15)
 
-    def admission_limit_at(self, slowdown: float) -> int:
-        """The admission limit when batches take ``slowdown`` times their measured latency (>= 1).
+    def admission_limit_at(self, pace: float) -> int:
+        """The admission limit when batches take ``pace`` times the curve's p99 on average.
 
-        Under overload the HTTP work of the requests being refused takes CPU from the engine, so batches
-        run slower than the curve measured at load; the queue that still clears within the budget is then
-        shorter. Example: ``admission_limit_at(1.0) == admission_limit``.
+        The queue ahead of a request is cleared at ``pace`` (never below ``MIN_PACE``); the request's own batch
+        counts at its p99, or more when ``pace`` is above 1. Under overload the HTTP work of the requests being
+        refused takes CPU from the engine, batches run slower than the curve measured at load, and the queue
+        that still clears within the budget is shorter. Example: ``admission_limit_at(1.0) == admission_limit``.
         """
-        if slowdown <= 1.0:
+        if pace == 1.0:
             return self.admission_limit
-        return self._compute_limit(slowdown)
+        return self._compute_limit(pace)
 
-    def _compute_limit(self, slowdown: float = 1.0) -> int:
+    def _compute_limit(self, pace: float = 1.0) -> int:
         usable = self.usable_budget_s
         if usable is None:
             return self.queue_capacity
         cap = self.batch_cap
-        per_batch = max(self.latency(cap), 1e-9) * slowdown
+        per_batch = max(self.latency(cap), 1e-9)
+        pace = max(pace, MIN_PACE)
         # a request admitted behind Q samples waits ~Q / rate for them, then its own batch runs, and should
         # still be done within the budget (the slack is for jitter at normal load, not for a full queue):
-        # Q / (instances * cap / L) + L <= budget
-        depth = math.floor((self.latency_budget_s - per_batch) * self.instances * cap / per_batch)
+        # Q / (instances * cap / (pace L)) + max(1, pace) L <= budget
+        depth = math.floor((self.latency_budget_s - per_batch * max(1.0, pace)) * self.instances * cap
+                           / (per_batch * pace))
         return max(cap, min(self.queue_capacity, depth))
 
     @property
@@ -374,18 +382,22 @@ class BatchQueue:
         self.policy = policy
         self._levels: list[deque[Pending]] = [deque() for _ in range(policy.priority_levels)]
         self.samples = 0
-        self._slowdown = 1.0
-        self.limit = policy.admission_limit  # samples that may wait now (follows the slowdown)
+        self.pace = 1.0  # observed compute time / the curve's p99, a moving average (1 until batches are seen)
+        self.limit = policy.admission_limit  # samples that may wait now (follows the pace)
 
-    @property
-    def slowdown(self) -> float:
-        """How much slower than the curve batches run now (set by the shell; only values above 1 count)."""
-        return self._slowdown
+    def observe(self, samples: int, compute_s: float) -> None:
+        """A batch of ``samples`` took ``compute_s``: move the pace towards it and re-derive the admission limit.
 
-    @slowdown.setter
-    def slowdown(self, value: float) -> None:
-        self._slowdown = value
-        self.limit = self.policy.admission_limit_at(value)
+        Example:
+            >>> q = BatchQueue(BatchingPolicy(max_batch=1, latency_budget_s=0.05, latency_curve={1: 0.004}))
+            >>> q.limit, q.observe(1, 0.008), round(q.pace, 2), q.limit
+            (11, None, 1.1, 10)
+        """
+        predicted = self.policy.latency(samples)
+        if predicted <= 0 or self.policy.latency_budget_s is None or not compute_s >= 0:
+            return
+        self.pace += PACE_WEIGHT * (compute_s / predicted - self.pace)
+        self.limit = self.policy.admission_limit_at(self.pace)
 
     def __iter__(self) -> Iterator[Pending]:
         for level in self._levels:

@@ -9,7 +9,10 @@ Named after Triton's, so the same dashboards' arithmetic works:
   ``effstack_compute_duration_seconds``: histograms (request: from the body's arrival to the reply).
 * ``effstack_batch_size``: histogram of executed batch sizes in samples.
 * ``effstack_inference_request_expired_total``: requests dropped at their deadline, never computed.
-* ``effstack_queue_samples``, ``effstack_batches_in_flight``, ``effstack_model_ready``: gauges read at scrape.
+* ``effstack_queue_samples``, ``effstack_batches_in_flight``, ``effstack_model_ready``: gauges read at scrape;
+  ``effstack_queue_limit_samples`` (the admission limit now: beyond it, 503) and ``effstack_compute_pace``
+  (observed batch time over the latency curve's p99, a moving average; above 1 the engine runs slower than
+  it did at load and the limit shrinks).
 
 >>> m = ServerMetrics()
 >>> m.model("tiny", "1").success()
@@ -20,7 +23,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -28,15 +31,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["ModelMetrics", "ServerMetrics"]
 
+if TYPE_CHECKING:
+    from .repository import ModelState
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ServerMetrics:
-    """All of the server's metrics. ``state`` is a callable giving ``{(model, version): (queued, in_flight,
-    ready)}`` at scrape time (the repository provides it)."""
+    """All of the server's metrics. ``state`` is a callable giving ``{(model, version): ModelState}`` at scrape
+    time (the repository provides it)."""
 
-    def __init__(self, state: Callable[[], dict[tuple[str, str], tuple[int, int, bool]]] | None = None):
+    def __init__(self, state: Callable[[], dict[tuple[str, str], ModelState]] | None = None):
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ["model", "version"]
         r = self.registry
@@ -112,20 +118,27 @@ class ModelMetrics:
 
 
 class _StateCollector:
-    def __init__(self, state: Callable[[], dict[tuple[str, str], tuple[int, int, bool]]]):
+    def __init__(self, state: Callable[[], dict[tuple[str, str], ModelState]]):
         self._state = state
 
     def describe(self) -> Iterable[Any]:
         return []
 
     def collect(self) -> Iterable[Any]:
-        queued = GaugeMetricFamily("effstack_queue_samples", "Samples waiting in the batcher's queue",
-                                   labels=["model", "version"])
-        flight = GaugeMetricFamily("effstack_batches_in_flight", "Batches being computed", labels=["model", "version"])
-        ready = GaugeMetricFamily("effstack_model_ready", "1 when the model answers requests",
-                                  labels=["model", "version"])
-        for (name, version), (q, f, r) in sorted(self._state().items()):
-            queued.add_metric([name, version], q)
-            flight.add_metric([name, version], f)
-            ready.add_metric([name, version], 1.0 if r else 0.0)
-        return [queued, flight, ready]
+        labels = ["model", "version"]
+        gauges = [
+            (GaugeMetricFamily("effstack_queue_samples", "Samples waiting in the batcher's queue", labels=labels),
+             lambda m: m.queued),
+            (GaugeMetricFamily("effstack_batches_in_flight", "Batches being computed", labels=labels),
+             lambda m: m.in_flight),
+            (GaugeMetricFamily("effstack_queue_limit_samples", "Samples that may wait before requests get 503",
+                               labels=labels), lambda m: m.limit),
+            (GaugeMetricFamily("effstack_compute_pace", "Observed batch time over the latency curve's p99 "
+                               "(moving average)", labels=labels), lambda m: m.pace),
+            (GaugeMetricFamily("effstack_model_ready", "1 when the model answers requests", labels=labels),
+             lambda m: 1.0 if m.ready else 0.0),
+        ]
+        for (name, version), m in sorted(self._state().items()):
+            for family, value in gauges:
+                family.add_metric([name, version], value(m))
+        return [family for family, _ in gauges]

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from .errors import ModelNotReady
 from .protocol import TensorMeta, datatype_of
 from .workers import Batcher, lower_priority, thread_ids
 
-__all__ = ["CURVE_REPEATS", "ModelRepository", "ModelRunner", "resolve_target"]
+__all__ = ["CURVE_REPEATS", "ModelRepository", "ModelRunner", "ModelState", "resolve_target"]
 
 log = logging.getLogger("effstack.serve")
 
@@ -158,9 +158,11 @@ class ModelRunner:
                 "sessions": [s.settings() for s in self.sessions]})}},
         }
 
-    def state(self) -> tuple[int, int]:
+    def state(self, ready: bool = False) -> ModelState:
         b = self.batcher
-        return (b.queue.samples, b.in_flight) if b else (0, 0)
+        if b is None:
+            return ModelState(ready=ready)
+        return ModelState(b.queue.samples, b.in_flight, b.queue.limit, b.queue.pace, ready)
 
 
 def _load_instances(engine: Any, model: Any, config: ServingConfig) -> tuple[list[Any], list[Any]]:
@@ -194,6 +196,16 @@ def _json(obj: Any) -> str:
     import json
 
     return json.dumps(obj, default=str)
+
+
+class ModelState(NamedTuple):
+    """A model's batcher at scrape time."""
+
+    queued: int = 0  # samples waiting
+    in_flight: int = 0  # batches being computed
+    limit: int = 0  # the admission limit in samples
+    pace: float = 1.0  # observed batch time / the curve's p99 (moving average)
+    ready: bool = False
 
 
 def warm_up(sessions: Sequence[Any], spec: Any, max_batch: int,
@@ -304,8 +316,8 @@ class ModelRepository:
         return [{"name": n, "version": VERSION, "state": e.state, "reason": e.reason}
                 for n, e in sorted(self._entries.items())]
 
-    def state(self) -> dict[tuple[str, str], tuple[int, int, bool]]:
-        return {(n, VERSION): (*(e.runner.state() if e.runner else (0, 0)), e.state == "READY")
+    def state(self) -> dict[tuple[str, str], ModelState]:
+        return {(n, VERSION): e.runner.state(e.state == "READY") if e.runner else ModelState()
                 for n, e in self._entries.items()}
 
     async def load(self, name: str, overrides: dict[str, Any] | None = None) -> None:

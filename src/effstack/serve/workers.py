@@ -30,7 +30,6 @@ __all__ = ["BatchRecord", "Batcher", "RunFn"]
 
 RunFn = Callable[[np.ndarray], np.ndarray]
 COMPUTE_NICE = 5  # how much lower the engines' threads run than the event loop (Linux: nice is per thread)
-SLOWDOWN_WEIGHT = 0.2  # weight of the newest batch in the moving average of observed / predicted compute time
 
 
 @dataclass
@@ -82,7 +81,6 @@ class Batcher:
         self._next_id = 0
         self._in_flight = 0
         self._accepting = True
-        self._ratio: float | None = None
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -224,22 +222,12 @@ class Batcher:
             return
         outputs, compute_s = result
         samples = sum(p.n for p in batch)
-        self._observe(samples, compute_s)
+        self.queue.observe(samples, compute_s)  # admission follows the pace batches really run at
         for p, y in zip(batch, outputs):
             if not p.future.done():
                 p.future.set_result(y)
         if self.observer:
             self.observer.on_batch(BatchRecord(inst, samples, len(batch), queue_s, compute_s))
-
-    def _observe(self, samples: int, compute_s: float) -> None:
-        """Track how much slower than the measured curve batches run now (a moving average of the ratio),
-        so that admission shrinks the queue when the engine slows down under load."""
-        predicted = self.policy.latency(samples)
-        if predicted <= 0 or self.policy.latency_budget_s is None:
-            return
-        ratio = compute_s / predicted
-        self._ratio = ratio if self._ratio is None else (1 - SLOWDOWN_WEIGHT) * self._ratio + SLOWDOWN_WEIGHT * ratio
-        self.queue.slowdown = max(1.0, self._ratio)
 
     def _check_drained(self) -> None:
         if self._in_flight == 0 and self.queue.samples == 0:
