@@ -91,6 +91,15 @@ def test_server_schedule_is_seeded_and_bounded():
     assert len(poisson_schedule(1000, 10.0, seed=0, max_queries=17)) == 17
 
 
+def test_server_schedule_offers_exactly_its_rate_with_poisson_gaps():
+    for seed in range(5):  # every step carries the rate it is credited with, whatever the draw
+        assert len(poisson_schedule(29.9, 10.0, seed=seed, max_queries=100_000)) == 299
+    gaps = np.diff(poisson_schedule(1000, 50.0, seed=0, max_queries=100_000)) / 1e9
+    assert gaps.mean() == pytest.approx(1e-3, rel=0.01)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.03)  # exponential gaps: as bursty as Poisson
+    assert np.mean(gaps > 3e-3) == pytest.approx(np.exp(-3), abs=0.005)  # their tail too
+
+
 def test_server_drops_backlog_after_drain_and_counts_it():
     s = FakeSession(sleep_s=0.02)
     r = server(s, X1, rate_qps=500, duration_s=0.05, seed=0, drain_s=0.0, timer=QUICK)

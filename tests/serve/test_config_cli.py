@@ -83,7 +83,10 @@ def test_loadtest_against_a_server(server_factory, tiny_mlp_model, tmp_path, cap
     assert "p99" in text and "errors none" in text
     doc = json.loads(out.read_text())
     step = doc["loadtest"][0]
-    assert step["ok"] == step["sent"] > 0 and step["incomplete"] == 0
+    assert step["ok"] == step["sent"] == 50 and step["incomplete"] == 0  # exactly rate x duration
+    assert step["latency"]["min_ms"] >= 0  # nothing is sent before its scheduled time
+    assert 0 <= step["late_p99_ms"] < 10_000 and doc["rows"][0]["settings"]["late_p99_ms"] == round(
+        step["late_p99_ms"], 3)  # the client's own lateness is reported, since latency counts it
     assert doc["rows"][0]["scenario"] == "server" and doc["rows"][0]["p99_ms"] > 0
     assert main(["loadtest", srv.url + "/v2/models/m", "--json-tensors", "--batch", "2", "--find-max",
                  "--budget-ms", "10000", "--rate", "50", "--duration", "0.3", "--max-steps", "2"]) == 0

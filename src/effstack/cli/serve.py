@@ -194,7 +194,7 @@ def _print_step(r: Any, ok: bool | None = None) -> None:
     verdict = "" if ok is None else ("  pass" if ok else "  fail")
     pcts = f"p50 {lat.p50_ms:8.2f}  p90 {lat.p90_ms:8.2f}  p99 {lat.p99_ms:8.2f} ms" if lat else "no successful replies"
     print(f"rate {r.target_qps:9.1f}/s  sent {r.sent:6d}  ok {r.ok:6d}  {pcts}  throughput {r.throughput:9.1f}/s  "
-          f"errors {errs}  unfinished {r.incomplete}  late {r.late}{verdict}", flush=True)
+          f"errors {errs}  unfinished {r.incomplete}  late {r.late} (p99 {r.late_p99_ms:.1f} ms){verdict}", flush=True)
 
 
 def _row(r: Any, target: Any, binary: bool) -> Any:
@@ -203,7 +203,7 @@ def _row(r: Any, target: Any, binary: bool) -> Any:
     lat = r.latency
     return ResultRow(
         model=target.model, model_source=target.url, engine="http", scenario="server", batch=r.batch,
-        settings={"binary": binary, "errors": r.errors}, duration_s=r.duration_s, queries=r.ok,
+        settings={"binary": binary, "errors": r.errors, "late_p99_ms": round(r.late_p99_ms, 3)}, duration_s=r.duration_s, queries=r.ok,
         samples=r.ok * r.batch, throughput=r.throughput, p50_ms=lat and lat.p50_ms, p90_ms=lat and lat.p90_ms,
         p99_ms=lat and lat.p99_ms, p999_ms=lat and lat.p999_ms, mean_ms=lat and lat.mean_ms,
         target_qps=r.target_qps, achieved_qps=r.achieved_qps, late=r.late, incomplete=r.incomplete,

@@ -36,6 +36,7 @@ from .protocol import DATATYPES
 __all__ = ["LoadResult", "Target", "find_max", "http_request", "passes", "prepare", "run_load"]
 
 LATE_MS = 1.0
+MAX_IDLE_S = 2.0  # idle keep-alive connections older than this are closed, not reused
 
 
 @dataclass
@@ -87,34 +88,53 @@ class _Conn:
 
 
 class _Pool:
-    """Keep-alive connections to one host, at most ``limit`` open; a request waits for a free one."""
+    """Keep-alive connections to one host, at most ``limit`` open; a request waits for a free one.
 
-    def __init__(self, host: str, port: int, limit: int):
+    Servers close keep-alive connections that sat idle for a while (uvicorn after 5 s), so an idle connection
+    older than ``max_idle_s``, or one the server already closed, is not reused; and a request that fails on a
+    reused connection is retried once on a new one. Without that, a burst after a quiet spell picked up closed
+    connections and the server was blamed for the client's stale sockets.
+    """
+
+    def __init__(self, host: str, port: int, limit: int, max_idle_s: float = MAX_IDLE_S):
         self.host, self.port = host, port
-        self.idle: list[_Conn] = []
+        self.max_idle_s = max_idle_s
+        self.idle: list[tuple[_Conn, float]] = []  # (connection, when it became idle), newest last
         self.sem = asyncio.Semaphore(limit)
+
+    def _reusable(self) -> _Conn | None:
+        now = time.monotonic()
+        while self.idle:
+            conn, since = self.idle.pop()
+            if now - since < self.max_idle_s and not conn.reader.at_eof():
+                return conn
+            conn.close()
+        return None
 
     async def send(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         async with self.sem:
+            conn = self._reusable()
             for attempt in (0, 1):
-                reused = bool(self.idle)
-                conn = self.idle.pop() if reused else _Conn(*await asyncio.open_connection(self.host, self.port))
+                reused = conn is not None
+                if conn is None:
+                    conn = _Conn(*await asyncio.open_connection(self.host, self.port))
                 try:
                     status, headers, body = await conn.exchange(request)
                 except (ConnectionError, asyncio.IncompleteReadError, OSError):
                     conn.close()
-                    if reused and attempt == 0:  # the server closed an idle keep-alive connection: one retry
+                    conn = None
+                    if reused and attempt == 0:  # the server closed it meanwhile: once more, on a new connection
                         continue
                     raise
                 if headers.get("connection", "").lower() == "close":
                     conn.close()
                 else:
-                    self.idle.append(conn)
+                    self.idle.append((conn, time.monotonic()))
                 return status, headers, body
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        for c in self.idle:
+        for c, _ in self.idle:
             c.close()
         self.idle.clear()
 
@@ -204,17 +224,20 @@ class LoadResult:
     ok: int
     errors: dict[str, int]
     incomplete: int
-    late: int
+    late: int  # sends more than LATE_MS after their scheduled time (the client could not keep up)
     achieved_qps: float
     throughput: float  # samples/s of successful requests
     latency: LatencyStats | None
-    error_latency: LatencyStats | None  # how fast errors (e.g. 503) were answered
+    error_latency: LatencyStats | None  # how fast errors (e.g. 503) were answered, from the scheduled time
     batch: int = 1
+    late_p99_ms: float = 0.0  # how late the sends were (p99 over all sends): counted in every latency above
+    error_latency_sent: LatencyStats | None = None  # errors' latency from when each request really left
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["latency"] = self.latency.to_dict() if self.latency else None
         d["error_latency"] = self.error_latency.to_dict() if self.error_latency else None
+        d["error_latency_sent"] = self.error_latency_sent.to_dict() if self.error_latency_sent else None
         return d
 
 
@@ -233,7 +256,7 @@ async def run_load(target: Target, rate_qps: float, duration_s: float, seed: int
     n = len(offsets)
     pool = _Pool(target.host, target.port, connections)
     end = np.full(n, -1, dtype=np.int64)
-    late = 0
+    sent_late = np.zeros(n, dtype=np.int64)  # ns after the scheduled time each request left
     outcome: list[str | None] = [None] * n
 
     async def one(i: int) -> None:
@@ -251,11 +274,10 @@ async def run_load(target: Target, rate_qps: float, duration_s: float, seed: int
     tasks = []
     try:
         for i in range(n):
-            delay = (int(scheduled[i]) - time.perf_counter_ns()) / 1e9
-            if delay > 0:
+            # the loop's timers may fire up to a clock tick early: never send before the scheduled time
+            while (delay := (int(scheduled[i]) - time.perf_counter_ns()) / 1e9) > 0:
                 await asyncio.sleep(delay)
-            if (time.perf_counter_ns() - int(scheduled[i])) / 1e6 > LATE_MS:
-                late += 1
+            sent_late[i] = time.perf_counter_ns() - int(scheduled[i])
             tasks.append(asyncio.create_task(one(i)))
         if tasks:
             last = int(scheduled[-1]) if n else t0
@@ -276,9 +298,12 @@ async def run_load(target: Target, rate_qps: float, duration_s: float, seed: int
     qps = ok / span_s if span_s > 0 else 0.0
     return LoadResult(
         target_qps=float(rate_qps), duration_s=(t_stop - t0) / 1e9, sent=n, ok=ok, errors=errors,
-        incomplete=int(n - done.sum()), late=late, achieved_qps=qps, throughput=qps * target.batch,
+        incomplete=int(n - done.sum()), late=int((sent_late > LATE_MS * 1e6).sum()), achieved_qps=qps,
+        throughput=qps * target.batch,
         latency=latency_stats(lat[ok_mask].tolist()) if ok else None,
         error_latency=latency_stats(lat[err_mask].tolist()) if err_mask.any() else None, batch=target.batch,
+        late_p99_ms=float(np.percentile(sent_late[:len(tasks)], 99) / 1e6) if tasks else 0.0,
+        error_latency_sent=latency_stats((lat - sent_late)[err_mask].tolist()) if err_mask.any() else None,
     )
 
 
