@@ -274,3 +274,37 @@ def test_binds_localhost_by_default():
     from effstack.serve.app import ServerOptions
 
     assert ServerOptions().host == "127.0.0.1"
+
+
+def _request(chunks, headers):
+    from starlette.requests import Request
+
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive():
+        return messages.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(k.encode(), v.encode()) for k, v in headers]}
+    return Request(scope, receive)
+
+
+def test_binary_bodies_are_read_once_into_a_buffer_that_aligns_the_tensors():
+    import asyncio
+
+    import numpy as np
+
+    from effstack.serve.app import ALIGN_BYTES, read_body
+    from effstack.serve.errors import ProtocolError
+
+    head, tensor = b'{"inputs": []}', np.arange(1000, dtype=np.float32).tobytes()
+    body = head + tensor
+    chunks = [body[i : i + 999] for i in range(0, len(body), 999)]
+    got = asyncio.run(read_body(_request(chunks, [("content-length", str(len(body)))]), 1 << 20, align_at=len(head)))
+    assert bytes(got) == body
+    x = np.frombuffer(got[len(head):], np.float32)
+    assert x.ctypes.data % ALIGN_BYTES == 0 and x[999] == 999  # used where it lies: no copy to align it
+    plain = asyncio.run(read_body(_request(chunks, [("content-length", str(len(body)))]), 1 << 20))
+    assert isinstance(plain, bytearray) and plain == body  # JSON bodies: as before
+    for declared in (len(body) - 1, len(body) + 1):  # a body that disagrees with its Content-Length
+        with pytest.raises(ProtocolError, match="Content-Length"):
+            asyncio.run(read_body(_request(chunks, [("content-length", str(declared))]), 1 << 20, align_at=len(head)))

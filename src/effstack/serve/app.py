@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -53,7 +54,11 @@ __all__ = ["ServerOptions", "create_app", "read_body"]
 log = logging.getLogger("effstack.serve")
 
 JSON = "application/json"
-PARSE_OFF_LOOP_BYTES = 256 * 1024  # bodies larger than this are parsed on a worker thread, not on the event loop
+# JSON larger than this is parsed on a worker thread, not on the event loop. Binary tensors are not parsed at all
+# (numpy views of the body), so a binary request parses on the loop whatever its size: a 600 KB ResNet-50
+# request takes ~20-45 us there, against ~160-190 us for the round trip to a worker thread.
+PARSE_OFF_LOOP_BYTES = 256 * 1024
+ALIGN_BYTES = 64  # binary tensors in a request body are placed on this boundary (a cache line; SIMD loads)
 SMALL_BODY_BYTES = 64 * 1024  # limit for repository requests
 PUBLIC_PATHS = ("/v2/health/live", "/v2/health/ready")  # probes work without the token
 
@@ -114,12 +119,19 @@ def _guarded(fn: Handler) -> Handler:
     return wrapper
 
 
-async def read_body(request: Request, limit: int) -> bytearray:
+async def read_body(request: Request, limit: int, align_at: int | None = None) -> bytearray | memoryview:
     """The request body, refused with :class:`PayloadTooLarge` past ``limit`` bytes (also once decompressed).
+
+    With ``align_at`` (the binary section's offset: the ``Inference-Header-Content-Length``) and a declared,
+    uncompressed length, the body is read into one buffer allocated up front, placed so that byte ``align_at``
+    sits on a 64-byte boundary, and returned as a memoryview: the tensors after the JSON header can then be
+    used where they lie (an unaligned float32 tensor had to be copied, 600 KB per ResNet-50 request, on top of
+    the copies of a growing buffer).
 
     Raises:
         PayloadTooLarge: the body (or its decompressed form) is larger than ``limit``.
-        ProtocolError: a bad Content-Length or Content-Encoding, or a corrupt compressed body.
+        ProtocolError: a bad Content-Length or Content-Encoding, a body longer or shorter than its
+            Content-Length, or a corrupt compressed body.
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -127,13 +139,16 @@ async def read_body(request: Request, limit: int) -> bytearray:
             raise ProtocolError(f"Content-Length must be a number of bytes, got {declared!r}")
         if int(declared) > limit:
             raise PayloadTooLarge(f"the request body has {declared} bytes, over this server's limit of {limit}")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    identity = encoding in ("", "identity")
+    if align_at is not None and declared is not None and identity:
+        return await _read_aligned(request, int(declared), align_at)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise PayloadTooLarge(f"the request body is larger than this server's limit of {limit} bytes")
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
+    if identity:
         return body
     if encoding not in ("gzip", "deflate"):
         raise ProtocolError(f"Content-Encoding must be gzip, deflate or identity, got {encoding!r}")
@@ -145,6 +160,23 @@ async def read_body(request: Request, limit: int) -> bytearray:
     if len(out) > limit or inflater.unconsumed_tail:
         raise PayloadTooLarge(f"the decompressed request body is larger than this server's limit of {limit} bytes")
     return bytearray(out)
+
+
+async def _read_aligned(request: Request, n: int, align_at: int) -> memoryview:
+    buf = bytearray(n + ALIGN_BYTES)
+    address = np.frombuffer(buf, np.uint8).ctypes.data
+    start = (-(address + align_at)) % ALIGN_BYTES
+    view = memoryview(buf)[start : start + n]
+    pos = 0
+    async for chunk in request.stream():
+        end = pos + len(chunk)
+        if end > n:
+            raise ProtocolError(f"the request body is longer than its Content-Length of {n} bytes")
+        view[pos:end] = chunk
+        pos = end
+    if pos != n:
+        raise ProtocolError(f"the request body has {pos} bytes, its Content-Length says {n}")
+    return view
 
 
 def _header_length(request: Request) -> int | None:
@@ -228,10 +260,11 @@ def create_app(repository: ModelRepository, options: ServerOptions, metrics: Ser
         m = metrics.model(runner.name, runner.version)
         try:
             runner.batcher.check_capacity()  # overload is answered before the body is even read
-            body = await read_body(request, limit)
             header_length = _header_length(request)
+            body = await read_body(request, limit, align_at=header_length)
             args = (body, header_length, runner.inputs, runner.outputs, runner.config.max_batch)
-            req = (await asyncio.to_thread(parse_infer_request, *args) if len(body) > PARSE_OFF_LOOP_BYTES
+            json_bytes = len(body) if header_length is None else header_length
+            req = (await asyncio.to_thread(parse_infer_request, *args) if json_bytes > PARSE_OFF_LOOP_BYTES
                    else parse_infer_request(*args))
             y = await runner.infer(req.inputs[runner.inputs[0].name], req.timeout_s, req.priority)
             outputs = [(name, y, binary) for name, binary in req.outputs]
