@@ -1,10 +1,10 @@
 """Simulate the dynamic batcher's rules under Poisson load: no server, no clock, the real ``decide()``.
 
 The batcher's core (:mod:`effstack.serve.batcher`) is a pure function of the queue, the time and the policy,
-so it can be driven by a discrete-event simulation: Poisson arrivals, instances that take the measured
-latency of each batch (with a little jitter), 503s when admission refuses. This is how the latency-budget
-rules were chosen; it reproduced the measured server within about 10% (ONNX Runtime ResNet-50 fp32 at a
-350 ms budget: 4.5/s simulated, 4.8/s measured) in seconds instead of minutes per rate.
+so it can be driven by a discrete-event simulation (:mod:`effstack.serve.simulate`): Poisson arrivals,
+instances that take the measured latency of each batch (with a spread), 503s when admission refuses. This is
+how the latency-budget rules were chosen; it reproduced the measured server within about 10% (ONNX Runtime
+ResNet-50 fp32 at a 350 ms budget: 4.5/s simulated, 4.8/s measured) in seconds instead of minutes per rate.
 
     python benchmarks/batcher_sim.py --curve 1:67,2:134,4:268,8:536 --instances 2 --budget-ms 350
 
@@ -21,64 +21,13 @@ load, and the model's config endpoint reports it); the policy sees it 10% slower
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
-import math
 import sys
 
 import numpy as np
 
-from effstack.serve.batcher import BatchingPolicy, BatchQueue, Pending, decide, expired_head, interpolate
-from effstack.serve.errors import QueueFull
-
-
-def simulate(policy: BatchingPolicy, curve_s: dict[int, float], instances: int, rate: float, seconds: float,
-             seed: int = 0, jitter: float = 0.05, overhead_s: float = 0.002) -> dict[str, float]:
-    """Run ``seconds`` of Poisson arrivals at ``rate``; p50/p99 latency of answered requests and refused share."""
-    rng = np.random.default_rng(seed)
-    queue = BatchQueue(policy)
-    arrivals = np.cumsum(rng.exponential(1 / rate, int(rate * seconds * 1.5) + 10))
-    arrivals = arrivals[arrivals < seconds]
-    events: list[tuple[float, int, int, object]] = [(float(a), 1, i, None) for i, a in enumerate(arrivals)]
-    heapq.heapify(events)
-    idle = list(range(instances))
-    latencies: list[float] = []
-    refused = 0
-    timer: float | None = None
-    tie = len(arrivals)
-    while events:
-        now, kind, _, data = heapq.heappop(events)
-        if kind == 1:  # an arrival
-            try:
-                queue.admit(Pending(id=tie, n=1, arrival=now))
-            except QueueFull:
-                refused += 1
-        elif kind == 2:  # a batch finished
-            instance, batch, took = data  # type: ignore[misc]
-            idle.append(instance)
-            queue.observe(sum(p.n for p in batch), took)  # as the server's shell does
-            latencies += [now - p.arrival for p in batch]
-        elif timer != now:  # a stale timer
-            continue
-        else:
-            timer = None
-        while True:
-            d = decide(queue, now, policy) if idle else expired_head(queue, now)
-            queue.apply(d)
-            if d.launch:
-                samples = sum(p.n for p in d.launch)
-                took = interpolate(curve_s, samples) * math.exp(rng.normal(0, jitter)) + overhead_s
-                tie += 1
-                heapq.heappush(events, (now + took, 2, tie, (idle.pop(0), d.launch, took)))
-                continue
-            if d.wake_at is not None and (timer is None or d.wake_at < timer):
-                timer = d.wake_at
-                tie += 1
-                heapq.heappush(events, (d.wake_at, 3, tie, None))
-            break
-    lat = np.array(latencies) if latencies else np.array([math.inf])
-    return {"rate": rate, "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
-            "refused": refused / max(len(arrivals), 1)}
+from effstack.serve.batcher import BatchingPolicy, interpolate
+from effstack.serve.simulate import simulate
 
 
 def main() -> int:

@@ -53,3 +53,46 @@ def test_engines_without_sharing_load_one_session_per_instance(tiny_cnn):
     config = ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances=3, max_batch=2)
     runner = ModelRunner.build(config, "cnn", model=tiny_cnn)
     assert len(runner.sessions) == 3 and runner.owners == [] and len({id(s) for s in runner.sessions}) == 3
+
+
+def test_auto_instances_keep_the_layout_predicted_fastest(tiny_cnn, monkeypatch):
+    predicted = {1: 10.0, 2: 10.3, 4: 12.0}  # 2 is within the margin of 1: not worth a second session; 4 is
+    closed = []
+    monkeypatch.setattr(ModelRunner, "sustainable_rate", lambda self: predicted[len(self.sessions)])
+    real_close = ModelRunner.close
+    monkeypatch.setattr(ModelRunner, "close", lambda self: (closed.append(len(self.sessions)), real_close(self)))
+    config = ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances="auto", threads=4,
+                           max_batch=2, latency_budget_ms=50)
+    runner = ModelRunner.build(config, "cnn", model=tiny_cnn)
+    assert len(runner.sessions) == 4 and runner.config.instances == 4 and runner.policy.instances == 4
+    assert runner.layouts == predicted and sorted(closed) == [1, 2]  # the others were closed
+    assert '"layouts_tried": {"1": 10.0, "2": 10.3, "4": 12.0}' in (
+        runner.model_config()["parameters"]["effstack"]["string_value"])
+
+
+def test_auto_instances_judge_each_layout_by_simulating_its_curve(tiny_cnn):
+    config = ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances="auto", threads=2,
+                           max_batch=2, latency_budget_ms=50)
+    runner = ModelRunner.build(config, "cnn", model=tiny_cnn)
+    assert set(runner.layouts) == {1, 2} and all(r > 0 for r in runner.layouts.values())
+    assert len(runner.sessions) in (1, 2)
+    no_budget = ModelRunner.build(ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances=2,
+                                                max_batch=2), "cnn", model=tiny_cnn)
+    assert no_budget.sustainable_rate() > 0 and no_budget.layouts == {}  # the curve's throughput, nothing tried
+
+
+def test_auto_instances_in_the_config_and_the_command_line(capsys):
+    from effstack.cli.main import main
+    from effstack.errors import ConfigError
+
+    assert ServingConfig(instances="auto", threads=6).instance_layouts() == [1, 2, 4]
+    assert ServingConfig(instances=3).instance_layouts() == [3]
+    with pytest.raises(ConfigError, match="or 'auto'"):
+        ServingConfig(instances="many")
+    with pytest.raises(ConfigError, match="one instance layout"):
+        ServingConfig(instances="auto", latency_budget_ms=50, latency_curve_ms={1: 5.0})
+    assert main(["serve", "effstack.testing:tiny_cnn", "--instances", "auto", "--print-config"]) == 0
+    assert '"instances": "auto"' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "effstack.testing:tiny_cnn", "--instances", "0", "--print-config"])
+    assert exc.value.code == 2 and "positive number of instances or 'auto'" in capsys.readouterr().err

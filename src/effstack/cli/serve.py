@@ -20,6 +20,18 @@ _DURATION_FLAGS = {"latency_budget": "latency_budget_ms", "max_queue_delay": "ma
                    "timeout": "timeout_ms", "inline_below": "inline_below_ms"}
 
 
+def _instances(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of instances or 'auto', got {text!r}")
+    return n
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="serve a model over the Open Inference Protocol (KServe v2) with dynamic batching",
@@ -35,7 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, help="largest batch in samples; every size is warmed up (default 8)")
     p.add_argument("--max-queue-delay", metavar="DURATION", help="how long a batch may wait to fill, e.g. 2ms")
     p.add_argument("--latency-budget", metavar="DURATION", help="p99 target, e.g. 50ms: latency-budget batching")
-    p.add_argument("--instances", type=int, help="engine sessions per model (default 1)")
+    p.add_argument("--instances", type=_instances, metavar="N|auto",
+                   help="engine sessions per model (default 1); auto: try 1, 2, 4, ... at load and keep the layout "
+                   "that sustains the highest rate within the latency budget")
     p.add_argument("--threads", type=int, help="compute threads in all, split between instances (default: all cores)")
     p.add_argument("--queue-capacity", type=int, help="samples that may wait before 503 (default 256)")
     p.add_argument("--timeout", metavar="DURATION", help="default per-request timeout (504 when it passes)")

@@ -23,7 +23,9 @@ from ..errors import ConfigError
 from ..models.spec import ModelSpec
 from .batcher import BatchingPolicy
 
-__all__ = ["RELOADABLE", "ServingConfig", "parse_duration_ms"]
+__all__ = ["AUTO", "RELOADABLE", "ServingConfig", "parse_duration_ms"]
+
+AUTO = "auto"  # instances: pick the layout at load
 
 # settings a client may change through POST /v2/repository/models/{name}/load (never what code or files run)
 RELOADABLE = ("max_batch", "max_queue_delay_ms", "latency_budget_ms", "instances", "threads", "queue_capacity",
@@ -67,6 +69,9 @@ class ServingConfig:
     latency_budget_ms: p99 target; turns on latency-budget batching and budget-sized admission.
     latency_curve_ms: p99 compute milliseconds per batch size; measured at load when absent.
     instances: engine sessions per model; ``threads`` (total, default all cores) is split between them.
+        ``"auto"``: at load, try 1, 2, 4, ... instances (up to the threads), measure each layout's curve and
+        keep the one that sustains the highest rate: with a budget, the batcher simulated on the curve under
+        Poisson load (:func:`~effstack.serve.simulate.max_rate`); without one, the curve's best throughput.
     queue_capacity: samples that may wait before requests get 503.
     timeout_ms: default per-request timeout (a request's ``timeout`` parameter overrides it).
     priority_levels: request priorities 1..N (1 most urgent; requests without one get N).
@@ -86,7 +91,7 @@ class ServingConfig:
     max_queue_delay_ms: float | None = None
     latency_budget_ms: float | None = None
     latency_curve_ms: dict[int, float] | None = None
-    instances: int = 1
+    instances: int | str = 1
     threads: int | None = None
     queue_capacity: int = 256
     timeout_ms: float | None = None
@@ -102,10 +107,11 @@ class ServingConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for key in ("max_batch", "instances", "queue_capacity", "priority_levels", "threads"):
             value = getattr(self, key)
-            if value is None and key == "threads":
+            if (value is None and key == "threads") or (value == AUTO and key == "instances"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key.replace('_', ' ')} must be an integer of at least 1, got {value!r}")
+                also = " or 'auto'" if key == "instances" else ""
+                raise ConfigError(f"{key.replace('_', ' ')} must be an integer of at least 1{also}, got {value!r}")
         for key in ("max_queue_delay_ms", "latency_budget_ms", "timeout_ms", "inline_below_ms"):
             value = getattr(self, key)
             if value is None:
@@ -124,12 +130,33 @@ class ServingConfig:
                 raise ConfigError(
                     f"latency curve must map batch sizes to milliseconds, got {self.latency_curve_ms!r}") from None
             object.__setattr__(self, "latency_curve_ms", curve)
+            if self.instances == AUTO:
+                raise ConfigError("a given latency curve fits one instance layout: give --instances a number, "
+                                  "or drop the curve to let 'auto' measure each layout")
 
     # --- derived ------------------------------------------------------------------------------------
 
     def threads_per_instance(self) -> int:
         """The total threads (default: the cores this process may use) split evenly between instances."""
-        return max(1, (self.threads or available_cores()) // self.instances)
+        return max(1, self.total_threads() // self.instance_count())
+
+    def total_threads(self) -> int:
+        """The compute threads of all instances together (default: the cores this process may use)."""
+        return self.threads or available_cores()
+
+    def instance_count(self) -> int:
+        """The number of instances (``auto`` counts as 1 until the load picks a layout)."""
+        return 1 if self.instances == AUTO else int(self.instances)
+
+    def instance_layouts(self) -> list[int]:
+        """The instance counts to try: the configured one, or for ``auto`` 1, 2, 4, ... up to the threads."""
+        if self.instances != AUTO:
+            return [int(self.instances)]
+        counts, n = [], 1
+        while n <= self.total_threads():
+            counts.append(n)
+            n *= 2
+        return counts
 
     def policy(self, curve_s: dict[int, float] | None = None) -> BatchingPolicy:
         """The :class:`BatchingPolicy` for these settings; ``curve_s`` (seconds) is the curve measured at load.
@@ -146,7 +173,7 @@ class ServingConfig:
             latency_budget_s=None if self.latency_budget_ms is None else self.latency_budget_ms / 1e3,
             latency_curve=curve,
             queue_capacity=self.queue_capacity,
-            instances=self.instances,
+            instances=self.instance_count(),
             priority_levels=self.priority_levels,
         )
 

@@ -27,7 +27,7 @@ import numpy as np
 from ..measure.stats import percentile
 from ..measure.timer import Timer
 from ..errors import ConfigError, UnknownModelError, suggest
-from .config import ServingConfig
+from .config import AUTO, ServingConfig
 from .errors import ModelNotReady
 from .protocol import TensorMeta, datatype_of
 from .workers import Batcher, lower_priority, thread_ids
@@ -36,6 +36,7 @@ __all__ = ["CURVE_REPEATS", "ModelRepository", "ModelRunner", "ModelState", "res
 
 log = logging.getLogger("effstack.serve")
 
+AUTO_MARGIN = 0.05  # instances="auto": more instances must promise this much more rate to be chosen
 CURVE_REPEATS = 5  # timed runs per measured batch size; the curve takes their p99 (about their maximum)
 VERSION = "1"
 MODEL_SUFFIXES = (".onnx", ".ts", ".torchscript", ".jit", ".pt", ".pth")
@@ -80,6 +81,7 @@ class ModelRunner:
         self.inputs = [TensorMeta(spec.name, datatype_of(dtype), [-1, *spec.shape])]
         self.outputs = [output]
         self.batcher: Batcher | None = None
+        self.layouts: dict[int, float] = {}  # instances="auto": samples/s predicted for each layout tried
 
     @classmethod
     def build(cls, config: ServingConfig, name: str | None = None, sessions: Sequence[Any] | None = None,
@@ -98,6 +100,10 @@ class ModelRunner:
             if config.model is None:
                 raise ConfigError("the serving config names no model; give a model spec or a serving.json")
             model = load_model(config.model)
+        if config.instances == AUTO:
+            if sessions is None:
+                return cls._build_best(config, name, model)
+            config = replace(config, instances=len(sessions))  # given sessions are the layout
         owners: list[Any] = []
         before = thread_ids()
         loaded = sessions is None
@@ -116,6 +122,50 @@ class ModelRunner:
                  len(sessions), {b: f"{s * 1e3:.2f} ms" for b, s in curve.items()})
         return cls(name or config.name or model.name, config, model, sessions, curve, output, owners)
 
+    @classmethod
+    def _build_best(cls, config: ServingConfig, name: str | None, model: Any) -> ModelRunner:
+        """``instances="auto"``: build each layout in turn and keep the one predicted to sustain the highest rate
+        (a layout with more instances must beat the best so far by ``AUTO_MARGIN``: fewer sessions, less memory)."""
+        best: ModelRunner | None = None
+        rates: dict[int, float] = {}
+        for n in config.instance_layouts():
+            runner = cls.build(replace(config, instances=n), name, model=model)
+            try:
+                rates[n] = runner.sustainable_rate()
+            except BaseException:
+                runner.close()
+                if best is not None:
+                    best.close()
+                raise
+            log.info("%s: %d instance(s) of %d thread(s): %.1f samples/s predicted", runner.name, n,
+                     runner.config.threads_per_instance(), rates[n])
+            if best is None or rates[n] > rates[len(best.sessions)] * (1 + AUTO_MARGIN):
+                if best is not None:
+                    best.close()
+                best = runner
+            else:
+                runner.close()
+        assert best is not None, "instance_layouts() is never empty"
+        best.layouts = rates
+        log.info("%s: serving with %d instance(s)", best.name, len(best.sessions))
+        return best
+
+    def sustainable_rate(self) -> float:
+        """Samples/s this layout is predicted to sustain: with a latency budget, the highest Poisson rate whose
+        simulated p99 (the batcher's own rules on the measured curve) meets it; without one, the curve's best
+        throughput over all instances."""
+        n = len(self.sessions)
+        if self.policy.latency_budget_s is None:
+            return n * max(b / max(s, 1e-9) for b, s in self.curve_s.items())
+        from .simulate import max_rate
+
+        return max_rate(self.policy, self.curve_s, n)
+
+    def close(self) -> None:
+        """Close the sessions (a runner that never started, or after :meth:`stop` drained it)."""
+        for s in [*self.sessions, *self.owners]:
+            s.close()
+
     def start(self, observer: Any = None) -> None:
         """Create the batcher on the running event loop."""
         self.batcher = Batcher(self.policy, [s.run for s in self.sessions], observer,
@@ -133,8 +183,7 @@ class ModelRunner:
         if self.batcher is not None:
             await self.batcher.drain()
             self.batcher.close()
-        for s in [*self.sessions, *self.owners]:
-            s.close()
+        self.close()
 
     def metadata(self) -> dict[str, Any]:
         engine = self.sessions[0].engine if self.sessions else "unknown"
@@ -155,7 +204,8 @@ class ModelRunner:
             "parameters": {"effstack": {"string_value": _json({
                 "serving": self.config.to_dict(), "batch_cap": self.policy.batch_cap,
                 "latency_curve_ms": {str(b): round(s * 1e3, 4) for b, s in self.curve_s.items()},
-                "sessions": [s.settings() for s in self.sessions]})}},
+                "sessions": [s.settings() for s in self.sessions],
+                "layouts_tried": {str(n): round(r, 3) for n, r in self.layouts.items()}})}},
         }
 
     def state(self, ready: bool = False) -> ModelState:
