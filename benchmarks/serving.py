@@ -151,7 +151,7 @@ def canned_response(target: Target) -> dict[str, Any]:
 def overhead(args: argparse.Namespace) -> dict[str, Any]:
     """Null engine vs bare echo: p50 at low load, alternating rounds."""
     port_null, port_echo = free_port(), free_port()
-    null = effstack_server(args, port_null, engine="null", precision="fp32")
+    null = effstack_server(args, port_null, engine="null", precision="fp32", instances=1)
     echo = None
     try:
         target = run(prepare(f"http://{HOST}:{port_null}", batch=1))
@@ -217,7 +217,8 @@ def capacity(args: argparse.Namespace, engine: str | None = None, precision: str
         fraction = (best or 0.0) / offline_sps
         print(f"{label}: {engine}/{precision} batch cap {cap}: highest rate {best or 0:.1f}/s within p99 "
               f"{args.budget_ms} ms; offline {offline_sps:.1f}/s -> {fraction:.2f}x (goal >= 0.8x)", flush=True)
-        return {"engine": engine, "precision": precision, "instances": instances or args.instances,
+        return {"engine": engine, "precision": precision, "instances": info["serving"]["instances"],
+                "layouts_tried": info.get("layouts_tried", {}),
                 "batch_cap": cap, "curve_ms": info["latency_curve_ms"],
                 "offline_samples_per_s": offline_sps, "max_rate_qps": best, "fraction": fraction,
                 "pass": fraction >= 0.8, "steps": [s.to_dict() for s in steps]}
@@ -386,8 +387,9 @@ def main() -> int:
     p.add_argument("--precision", default="int8")
     p.add_argument("--budget-ms", type=float, default=50.0)
     p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--instances", type=int, default=2,
-                   help="engine sessions the server runs, threads split between them (default 2: one per core here)")
+    p.add_argument("--instances", default="auto",
+                   help="effstack's instances for the capacity and overload sections (default auto: the server "
+                   "tries 1, 2, ... and keeps the layout its simulation favours; 2 OpenVINO streams served best here)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per overhead round and offline measurement")
     p.add_argument("--step-s", type=float, default=30.0,
                    help="seconds per find-max step (30 s: ~700 requests at 23/s, so p99 is the 7th slowest, not the 2nd)")

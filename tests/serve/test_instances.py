@@ -70,6 +70,21 @@ def test_auto_instances_keep_the_layout_predicted_fastest(tiny_cnn, monkeypatch)
         runner.model_config()["parameters"]["effstack"]["string_value"])
 
 
+def test_auto_instances_break_near_ties_by_the_smaller_batch_cap_then_fewer_instances(tiny_cnn, monkeypatch):
+    predicted = {1: 10.0, 2: 10.2, 4: 10.4}  # all within 5% of the best: equally good, as far as we can tell
+    seen = {}
+
+    def rate(self):
+        seen[len(self.sessions)] = self.policy.batch_cap
+        return predicted[len(self.sessions)]
+
+    monkeypatch.setattr(ModelRunner, "sustainable_rate", rate)
+    config = ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances="auto", threads=4,
+                           max_batch=2, latency_budget_ms=50)
+    runner = ModelRunner.build(config, "cnn", model=tiny_cnn)
+    assert len(runner.sessions) == min(seen, key=lambda n: (seen[n], n))
+
+
 def test_auto_instances_judge_each_layout_by_simulating_its_curve(tiny_cnn):
     config = ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances="auto", threads=2,
                            max_batch=2, latency_budget_ms=50)
