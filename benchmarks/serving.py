@@ -10,6 +10,8 @@ Sections (``--only`` picks some):
 * ``litserve``: LitServe with its own batching serving the same exported ONNX model with onnxruntime, and
   effstack serving that model with onnxruntime, each searched for its highest rate within the budget.
 * ``overload``: 3x the sustainable rate: 503s and how fast they come, admitted requests' p99, server memory.
+* ``spread`` (not in the default run): batch-1 time with every instance busy, no server; its mean and CV feed
+  ``benchmarks/batcher_sim.py --jitter``, which puts a ceiling on ``capacity``.
 
 Servers run as separate processes on 127.0.0.1; the load generator is this process.
 
@@ -373,6 +375,45 @@ def overload(args: argparse.Namespace, sustainable_qps: float | None) -> dict[st
                          and fast_503 is not None and fast_503 <= 5.0)}
 
 
+def spread(args: argparse.Namespace) -> dict[str, Any]:
+    """Batch-1 time on every instance at once (as when the server is saturated): mean, spread, rate.
+
+    The figures ``benchmarks/batcher_sim.py --jitter/--offline`` need to put a ceiling on the capacity section.
+    """
+    import numpy as np
+
+    from effstack.serve.config import ServingConfig
+    from effstack.serve.repository import ModelRunner
+
+    n = 2 if args.instances == "auto" else int(args.instances)
+    runner = ModelRunner.build(ServingConfig(args.model, engine=args.engine, precision=args.precision, instances=n,
+                                             max_batch=1))
+    x = runner.model.input.example(1)
+    laps: list[list[float]] = [[] for _ in runner.sessions]
+
+    def loop(i: int) -> None:
+        end = time.perf_counter() + args.duration
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            runner.sessions[i].run(x)
+            laps[i].append(time.perf_counter() - t0)
+
+    try:
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        runner.close()
+    a = np.array(sum(laps, [])) * 1e3
+    out = {"instances": n, "batches": int(a.size), "rate_per_s": a.size / args.duration, "mean_ms": float(a.mean()),
+           "cv": float(a.std() / a.mean()), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+    print(f"spread: {n} instance(s) at batch 1, all busy: {out['rate_per_s']:.1f}/s, mean {out['mean_ms']:.1f} ms, "
+          f"CV {out['cv']:.3f}, p99 {out['p99_ms']:.1f} ms", flush=True)
+    return out
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--_echo":
         echo_main(int(sys.argv[2]), sys.argv[3])
@@ -381,7 +422,8 @@ def main() -> int:
         litserve_main(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="overhead,capacity,litserve,overload", help="sections, comma-separated")
+    p.add_argument("--only", default="overhead,capacity,litserve,overload",
+                   help="sections, comma-separated (also: spread, the batch-1 time with all instances busy)")
     p.add_argument("--model", default="resnet50")
     p.add_argument("--engine", default="openvino")
     p.add_argument("--precision", default="int8")
@@ -404,6 +446,8 @@ def main() -> int:
     args = p.parse_args()
     sections = set(args.only.split(","))
     results: dict[str, Any] = {"args": vars(args), "logs": str(LOGS)}
+    if "spread" in sections:
+        results["spread"] = spread(args)
     if "overhead" in sections:
         results["overhead"] = overhead(args)
     if "capacity" in sections:
