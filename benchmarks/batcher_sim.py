@@ -26,8 +26,8 @@ import sys
 
 import numpy as np
 
-from effstack.serve.batcher import BatchingPolicy, interpolate
-from effstack.serve.simulate import simulate
+from effstack.serve.batcher import BatchingPolicy
+from effstack.serve.simulate import peak_rate, simulate
 
 
 def main() -> int:
@@ -46,7 +46,7 @@ def main() -> int:
     curve = {int(b): float(ms) / 1e3 for b, ms in (item.split(":") for item in args.curve.split(","))}
     policy = BatchingPolicy(max_batch=args.max_batch, latency_budget_s=args.budget_ms / 1e3,
                             latency_curve={b: s * 1.1 for b, s in curve.items()}, instances=args.instances)
-    offline = args.offline or args.instances * max(b / interpolate(curve, b) for b in range(1, args.max_batch + 1))
+    offline = args.offline or peak_rate(curve, args.instances, args.max_batch)
     print(f"batch cap {policy.batch_cap}, admission limit {policy.admission_limit}; offline {offline:.1f}/s")
     rows, best = [], None
     for fraction in np.arange(0.3, 1.0001, 0.05):

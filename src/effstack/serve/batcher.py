@@ -172,6 +172,7 @@ class BatchingPolicy:
         object.__setattr__(self, "default_priority", default)
         # derived once: the effective batch cap and the admission limit (plain attributes, frozen)
         object.__setattr__(self, "_cap", self._compute_cap())
+        object.__setattr__(self, "_cap_latency", self.latency(self._cap))  # type: ignore[attr-defined]
         object.__setattr__(self, "_limit", self._compute_limit())
         object.__setattr__(self, "_wait", self._compute_wait())
 
@@ -189,6 +190,11 @@ class BatchingPolicy:
     def batch_cap(self) -> int:
         """The largest batch the batcher forms (``max_batch``, or less where the budget demands)."""
         return self._cap  # type: ignore[attr-defined]
+
+    @property
+    def cap_latency_s(self) -> float:
+        """``L(batch_cap)``: the predicted p99 compute seconds of a full batch (0 without a curve)."""
+        return self._cap_latency  # type: ignore[attr-defined]
 
     @property
     def admission_limit(self) -> int:
@@ -223,7 +229,7 @@ class BatchingPolicy:
         if usable is None:
             return self.queue_capacity
         cap = self.batch_cap
-        per_batch = max(self.latency(cap), 1e-9)
+        per_batch = max(self.cap_latency_s, 1e-9)
         pace = max(pace, MIN_PACE)
         # a request admitted behind Q samples waits ~Q / rate for them, then its own batch runs, and should
         # still be done within the budget (the slack is for jitter at normal load, not for a full queue):
@@ -244,7 +250,7 @@ class BatchingPolicy:
         # wait for company no longer than the compute a full batch saves over running its samples one by one,
         # and at most one batch's compute time (by then an instance that launched at once would be free
         # again). Waiting up to the budget's edge left no room for jitter: p99 sat at the budget at low load.
-        per_batch = self.latency(self.batch_cap)
+        per_batch = self.cap_latency_s
         saving = max(0.0, self.batch_cap * self.latency(1) - per_batch)
         return min(usable - per_batch, per_batch, saving)
 
@@ -267,7 +273,7 @@ class BatchingPolicy:
         """Samples/s at ``batch_cap`` over all instances, from the curve (None without one)."""
         if not self.latency_curve:
             return None
-        return self.instances * self.batch_cap / max(self.latency(self.batch_cap), 1e-9)
+        return self.instances * self.batch_cap / max(self.cap_latency_s, 1e-9)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
@@ -365,7 +371,7 @@ def _launch_time(batch: Sequence[Pending], policy: BatchingPolicy) -> float:
             t = min(t, oldest + delay)
     deadlines = [p.deadline for p in batch if p.deadline is not None]
     if deadlines:
-        t = min(t, min(deadlines) - policy.latency(policy.batch_cap))
+        t = min(t, min(deadlines) - policy.cap_latency_s)
     return t
 
 

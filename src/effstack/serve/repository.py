@@ -159,11 +159,11 @@ class ModelRunner:
         """Samples/s this layout is predicted to sustain: with a latency budget, the highest Poisson rate whose
         simulated p99 (the batcher's own rules on the measured curve) meets it; without one, the curve's best
         throughput over all instances."""
+        from .simulate import max_rate, peak_rate
+
         n = len(self.sessions)
         if self.policy.latency_budget_s is None:
-            return n * max(b / max(s, 1e-9) for b, s in self.curve_s.items())
-        from .simulate import max_rate
-
+            return peak_rate(self.curve_s, n, self.policy.max_batch)
         return max_rate(self.policy, self.curve_s, n)
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from .batcher import BatchingPolicy, BatchQueue, Pending, decide, expired_head, interpolate
 from .errors import QueueFull
 
-__all__ = ["max_rate", "simulate"]
+__all__ = ["max_rate", "peak_rate", "simulate"]
 
 
 def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: int, rate: float, seconds: float,
@@ -33,6 +33,7 @@ def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
     """Run ``seconds`` of Poisson arrivals at ``rate`` (one sample each) against ``instances`` that take
     ``curve_s[b]`` (median seconds, interpolated) per batch of ``b``, spread by ``jitter`` (sigma of the log),
     plus ``overhead_s``. Returns the p50/p99 latency of answered requests in ms and the refused share."""
+    curve = dict(curve_s)
     rng = np.random.default_rng(seed)
     queue = BatchQueue(policy)
     arrivals = np.cumsum(rng.exponential(1 / rate, int(rate * seconds * 1.5) + 10))
@@ -65,7 +66,7 @@ def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
             queue.apply(d)
             if d.launch:
                 samples = sum(p.n for p in d.launch)
-                took = interpolate(dict(curve_s), samples) * math.exp(rng.normal(0, jitter)) + overhead_s
+                took = interpolate(curve, samples) * math.exp(rng.normal(0, jitter)) + overhead_s
                 tie += 1
                 heapq.heappush(events, (now + took, 2, tie, (idle.pop(0), d.launch, took)))
                 continue
@@ -77,6 +78,17 @@ def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
     lat = np.array(latencies) if latencies else np.array([math.inf])
     return {"rate": rate, "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
             "refused": refused / max(len(arrivals), 1)}
+
+
+def peak_rate(curve_s: Mapping[int, float], instances: int, max_batch: int) -> float:
+    """Samples/s of ``instances`` all busy at the curve's most efficient batch up to ``max_batch``: the offline rate.
+
+    Example:
+        >>> peak_rate({1: 0.010, 8: 0.040}, instances=2, max_batch=8)
+        400.0
+    """
+    curve = dict(curve_s)
+    return instances * max(b / max(interpolate(curve, b), 1e-9) for b in range(1, max_batch + 1))
 
 
 def max_rate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: int, requests: int = 4000,
@@ -91,8 +103,7 @@ def max_rate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
     if policy.latency_budget_s is None:
         raise ValueError("max_rate needs a policy with a latency budget")
     budget_ms = policy.latency_budget_s * 1e3
-    top = instances * max(b / max(interpolate(dict(curve_s), b), 1e-9) for b in range(1, policy.max_batch + 1))
-    lo, hi = 0.0, top
+    lo, hi = 0.0, peak_rate(curve_s, instances, policy.max_batch)
     for _ in range(steps):
         mid = (lo + hi) / 2
         r = simulate(policy, curve_s, instances, mid, requests / mid, seed=seed, jitter=jitter)
