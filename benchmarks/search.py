@@ -260,7 +260,7 @@ def cmd_neardup(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_photos(args: argparse.Namespace) -> dict[str, Any]:
     """Write scikit-image's bundled photographs as PNG files (the near-duplicate benchmark's originals)."""
-    from effstack.export._cache import atomic_file
+    from effstack._files import atomic_file
     from effstack.search.contrastive import photos
 
     folder = Path(args.out)

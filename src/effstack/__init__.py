@@ -31,7 +31,7 @@ _LAZY = {
     "bench": "effstack.measure",
     "ResultRow": "effstack.measure",
     "machine_info": "effstack.hardware",
-    "peak_rates": "effstack.hardware",
+    "peak_rates": "effstack.measure.peak",
     "EffstackError": "effstack.errors",
     "UserError": "effstack.errors",
     "MissingDependencyError": "effstack.errors",

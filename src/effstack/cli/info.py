@@ -56,7 +56,7 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_peak(args: argparse.Namespace) -> int:
-    from ..hardware import peak_rates
+    from ..measure.peak import peak_rates
     from ..report.jsonio import atomic_write_text
 
     rates = peak_rates(refresh=args.refresh)

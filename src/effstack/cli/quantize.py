@@ -9,7 +9,6 @@ or ``synthetic`` (random inputs, agreement with fp32 only). Exit status: 0 accep
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -95,19 +94,6 @@ def _image_folder(path: Path, spec) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(xs).astype(np.float32), np.array([i for _, i in files], np.int64)
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    """Atomic JSON write. (Not report.jsonio: importing it imports the ``effstack.measure`` package, which
-    hides the lazily exported ``effstack.measure`` function; see compress.guard._offline.)"""
-    from ..errors import ArtifactError
-    from ..export._cache import atomic_file
-
-    try:
-        with atomic_file(path.expanduser()) as tmp:
-            tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    except OSError as exc:
-        raise ArtifactError(f"cannot write {str(path)!r}: {exc.strerror or exc}; check the directory") from None
-
-
 def cmd_quantize(args: argparse.Namespace) -> int:
     from ..compress import QuantizeConfig, quantize
     from ..models import load_model
@@ -132,7 +118,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         doc["parity"] = parity(model, result.candidate_path, data[0][:256] if data else model.input.example(64))
         print(format_parity(doc["parity"]))
     if args.json:
-        _write_json(Path(args.json), doc)
+        from .._files import atomic_write_json
+
+        atomic_write_json(args.json, doc, indent=2, default=str)
     if args.html:  # a report, so written for a rejected model too (the model itself is not)
         from ..report import atomic_write_text
         from ..report.html import quantize_html

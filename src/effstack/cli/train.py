@@ -130,7 +130,7 @@ def load_arrays(source: str, labels: bool = True) -> tuple[np.ndarray, np.ndarra
 def _save_state(module: Any, path: str) -> Path:
     import torch
 
-    from ..export._cache import atomic_file
+    from .._files import atomic_file
 
     out = Path(path).expanduser()
     try:
@@ -147,9 +147,9 @@ def _finish(args: argparse.Namespace, doc: dict[str, Any], history: list[dict[st
         val = f"{h['val_top1']:9.2f}" if h.get("val_top1") is not None else f"{'-':>9}"
         print(f"{h['epoch']:>5} {h['loss']:8.4f} {val}")
     if args.json:
-        from .quantize import _write_json
+        from .._files import atomic_write_json
 
-        _write_json(Path(args.json), doc)
+        atomic_write_json(args.json, doc, indent=2, default=str)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -201,11 +201,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(f"MACs {result.macs_before:,} -> {result.macs_after:,} ({result.flops_ratio:.3f}), "
           f"params {result.params_before:,} -> {result.params_after:,}")
     if args.json:
-        from .quantize import _write_json
+        from .._files import atomic_write_json
 
-        _write_json(Path(args.json), {"prune": {**result.to_dict(), "config": config.to_dict()}})
+        doc = {"prune": {**result.to_dict(), "config": config.to_dict()}}
+        atomic_write_json(args.json, doc, indent=2, default=str)
     if args.output:  # the architecture changed, so a state dict alone cannot be loaded: save the module
-        from ..export._cache import atomic_file
+        from .._files import atomic_file
 
         with atomic_file(Path(args.output).expanduser()) as tmp:
             torch.save(result.model, str(tmp))

@@ -27,7 +27,8 @@ import numpy as np
 
 from .._optional import require
 from ..errors import EngineError, InputError, one_line
-from ..export._cache import atomic_file, cache_dir, hash_arrays, hash_text, safe_name
+from .._files import atomic_file, cache_dir
+from ..export._cache import hash_arrays, hash_text, safe_name
 from ..export.onnx import export_onnx
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -160,7 +160,7 @@ class QuantizeResult:
         Raises:
             ConfigError: the model was rejected (a rejected model is never written as the result).
         """
-        from ..export._cache import atomic_file
+        from .._files import atomic_file
 
         if not self.accepted or self.candidate_path is None:
             raise ConfigError(f"the INT8 model was rejected, nothing written: {self.reason}")

@@ -24,7 +24,8 @@ import numpy as np
 from .._optional import require
 from ..errors import ArtifactError, ConfigError, EngineError, one_line
 from ..hardware import has_int8_dot_product
-from ..export._cache import atomic_file, cache_dir, hash_arrays, hash_text, safe_name
+from .._files import atomic_file, cache_dir
+from ..export._cache import hash_arrays, hash_text, safe_name
 from ..export.onnx import export_onnx
 from .base import Engine, Session, SessionOptions, calibration_batches, count_precisions
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from .._optional import require
 from ..errors import ArtifactError, ConfigError, EngineError, PrecisionError, one_line
-from ..export._cache import cache_dir, hash_arrays, hash_text, safe_name
+from .._files import cache_dir
+from ..export._cache import hash_arrays, hash_text, safe_name
 from ..export.openvino import export_openvino, save_ir
 from .base import (Engine, Session, SessionOptions, calibration_batches, count_precisions, iter_samples,
                    row_slices)

@@ -18,7 +18,8 @@ import numpy as np
 
 from .._optional import is_installed, require
 from ..errors import ConfigError, EngineError, EngineUnavailableError, InputError, PrecisionError, one_line
-from ..export._cache import atomic_file, cache_dir, hash_arrays, hash_text, safe_name
+from .._files import atomic_file, cache_dir
+from ..export._cache import hash_arrays, hash_text, safe_name
 from ..export.onnx import export_onnx
 from ..hardware import cuda_unavailable_reason
 from .base import Engine, Session, SessionOptions, calibration_batches, iter_samples

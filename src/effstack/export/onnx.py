@@ -22,7 +22,8 @@ import numpy as np
 
 from .._optional import is_installed, require
 from ..errors import ArtifactError, ConfigError, one_line
-from ._cache import atomic_file, cache_dir as _cache_folder, safe_name
+from .._files import atomic_file, cache_dir as _cache_folder
+from ._cache import safe_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel

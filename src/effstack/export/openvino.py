@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from .._optional import require
 from ..errors import ArtifactError, one_line
-from ._cache import atomic_dir, cache_dir as _cache_folder, safe_name
+from .._files import atomic_files, cache_dir as _cache_folder
+from ._cache import safe_name
 from .onnx import export_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,5 +61,5 @@ def save_ir(ov_model: object, xml: Path) -> None:
     """Save an ``openvino.Model`` as ``xml`` + ``.bin`` atomically, weights uncompressed."""
     import openvino as ov
 
-    with atomic_dir([xml.with_suffix(".bin"), xml]) as tmp:
+    with atomic_files([xml.with_suffix(".bin"), xml]) as tmp:
         ov.save_model(ov_model, str(tmp / xml.name), compress_to_fp16=False)

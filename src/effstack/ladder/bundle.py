@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_dir
 from ..errors import ArtifactError, ConfigError
 from .core import KEPT
 from .runner import LadderResult, Variant
@@ -102,10 +101,7 @@ def write_bundle(result: LadderResult, out: str | Path, *, name: str | None = No
         raise ConfigError(f"{str(out)!r} exists and is not an effstack bundle; choose an empty or new folder")
     cfg = final.config
     model_name = name or _safe(result.model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is meant to be read by the server's user too
-    try:
+    with atomic_dir(out) as tmp:  # the previous bundle stays as it was unless the new one is complete
         artifact = _write_artifact(variant, cfg.engine, tmp)
         threads = cfg.threads * cfg.instances if cfg.threads else None
         serving = ServingConfig(model=artifact, name=model_name, engine=cfg.engine,
@@ -130,9 +126,6 @@ def write_bundle(result: LadderResult, out: str | Path, *, name: str | None = No
             "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()},
         }
         _dump(tmp / "manifest.json", manifest)
-        _swap(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -144,22 +137,6 @@ def _safe(name: str) -> str:
 
 def _dump(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-
-
-def _swap(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place; an old bundle there is moved aside first, then deleted."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)  # put the previous bundle back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_bundle(path: str | Path) -> tuple[dict[str, Any], Any]:

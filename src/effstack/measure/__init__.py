@@ -1,4 +1,4 @@
-"""Measurement: one timer, named scenarios, flat result rows, isolated cells, and the sweep.
+"""Measurement: one timer, named scenarios, flat result rows, isolated cells, the sweep, and the peak rates.
 
 >>> from effstack.measure import bench
 >>> rows = bench("resnet50", ["onnxruntime", "openvino"], ["fp32", "int8"], [1, 8])  # doctest: +SKIP
@@ -14,6 +14,7 @@ from .._lazy import lazy_exports
 _LAZY = {
     "Cell": "cell", "run_cell": "cell",
     "CpuUsage": "cpu", "OtherCpu": "cpu",
+    "PEAK_PRECISIONS": "peak", "peak_for": "peak", "peak_rates": "peak",
     "SCHEMA_VERSION": "row", "ResultRow": "row",
     "bench": "runner",
     "SCENARIOS": "scenarios", "ScenarioResult": "scenarios", "offline": "scenarios", "server": "scenarios",

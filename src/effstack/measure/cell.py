@@ -40,7 +40,7 @@ class Cell:
     model: ``ModelSpec.to_dict()``; scenario: ``"auto"`` (single_stream at batch 1, offline above),
     ``"single_stream"``, ``"offline"`` or ``"server"`` (needs ``rate_qps``); calibration_size:
     synthetic calibration samples for INT8 (None: the engine's default); peak: a
-    :func:`effstack.hardware.peak_rates` record for the % of peak (None: not computed).
+    :func:`effstack.measure.peak.peak_rates` record for the % of peak (None: not computed).
     """
 
     model: dict[str, Any]

@@ -149,10 +149,10 @@ class ResultRow:
              noisy_threshold_pct: float = 10.0) -> "ResultRow":
         """Copy a scenario's measurements into this row and derive GOP/s, % of peak and ``noisy``.
 
-        ``peak`` is a :func:`effstack.hardware.peak_rates` record (None: no peak fraction).
+        ``peak`` is a :func:`effstack.measure.peak.peak_rates` record (None: no peak fraction).
         Returns ``self`` for chaining.
         """
-        from ..hardware import peak_for
+        from .peak import peak_for
 
         self.scenario = result.scenario
         self.batch = result.batch

@@ -77,7 +77,7 @@ def bench(
         isolate: run each cell in a child process (a crash costs one row).
         progress: show a progress bar (cells done / total, current cell) on stderr.
         peak: True measures (or reads the cached) machine peak for the % of peak column; a
-            :func:`~effstack.hardware.peak_rates` record uses that; False/None leaves it empty.
+            :func:`~effstack.measure.peak.peak_rates` record uses that; False/None leaves it empty.
         on_row: called with each row as soon as it is measured (e.g. to save partial results).
 
     Raises:
@@ -154,7 +154,7 @@ def _peak(peak: bool | dict[str, Any] | None) -> dict[str, Any] | None:
         return peak
     if not peak:
         return None
-    from ..hardware import peak_rates
+    from .peak import peak_rates
 
     try:
         return peak_rates()

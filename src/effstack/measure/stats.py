@@ -1,8 +1,8 @@
 """Latency percentiles and the spread of throughput across repeats.
 
-Percentiles use linear interpolation between closest ranks (numpy's default, "type 7"), so
-``percentile([1, 2, 3, 4], 50) == 2.5``. Spread is reported two ways because they answer different
-questions: ``range_pct`` = (max - min) / median (how far apart the best and worst repeats were) and
+Percentiles are :func:`numpy.percentile`'s default: linear interpolation between closest ranks
+("type 7"), so ``percentile([1, 2, 3, 4], 50) == 2.5``. Spread is reported two ways because they answer
+different questions: ``range_pct`` = (max - min) / median (how far apart the best and worst repeats were) and
 ``iqr_pct`` = interquartile range / median (robust to one disturbed repeat).
 
 >>> s = spread([100.0, 110.0, 90.0])
@@ -12,9 +12,11 @@ questions: ``range_pct`` = (max - min) / median (how far apart the best and wors
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
 
 from ..errors import ConfigError
 
@@ -31,15 +33,17 @@ def percentile(values: Sequence[float], q: float) -> float:
         >>> percentile([10, 20, 30, 40, 50], 90)
         46.0
     """
+    return float(_percentiles(values, q))
+
+
+def _percentiles(values: Sequence[float], q: float | Sequence[float]) -> Any:
+    """``np.percentile`` (linear) with effstack's errors; one float for one ``q``, an array for several."""
     if not len(values):
         raise ConfigError("cannot take a percentile of no values; run at least one query")
-    if not 0 <= q <= 100:
+    qs = np.asarray(q, dtype=np.float64)
+    if not np.all((qs >= 0) & (qs <= 100)):  # also refuses NaN
         raise ConfigError(f"percentile must be within 0..100, got {q}")
-    ordered = sorted(float(v) for v in values)
-    rank = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(rank)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+    return np.percentile(np.asarray(values, dtype=np.float64), qs)
 
 
 @dataclass(frozen=True)
@@ -74,17 +78,10 @@ def latency_stats(latencies_ns: Sequence[int | float]) -> LatencyStats:
     """
     if not len(latencies_ns):
         raise ConfigError("no latencies to summarise; run at least one query")
-    ms = sorted(float(v) / 1e6 for v in latencies_ns)
-    return LatencyStats(
-        count=len(ms),
-        mean_ms=sum(ms) / len(ms),
-        p50_ms=percentile(ms, 50),
-        p90_ms=percentile(ms, 90),
-        p99_ms=percentile(ms, 99),
-        p999_ms=percentile(ms, 99.9),
-        min_ms=ms[0],
-        max_ms=ms[-1],
-    )
+    ms = np.asarray(latencies_ns, dtype=np.float64) / 1e6
+    p50, p90, p99, p999 = _percentiles(ms, (50, 90, 99, 99.9)).tolist()
+    return LatencyStats(count=len(ms), mean_ms=float(ms.mean()), p50_ms=p50, p90_ms=p90, p99_ms=p99,
+                        p999_ms=p999, min_ms=float(ms.min()), max_ms=float(ms.max()))
 
 
 @dataclass(frozen=True)
@@ -114,12 +111,11 @@ def spread(values: Sequence[float]) -> Spread:
     """
     if not len(values):
         raise ConfigError("no repeats to summarise; run at least one repeat")
-    vals = [float(v) for v in values]
-    med = percentile(vals, 50)
-    lo, hi = min(vals), max(vals)
-    iqr = percentile(vals, 75) - percentile(vals, 25)
+    vals = np.asarray(values, dtype=np.float64)
+    p25, med, p75 = _percentiles(vals, (25, 50, 75)).tolist()
+    lo, hi = float(vals.min()), float(vals.max())
     rel = (lambda x: 100.0 * x / med) if med > 0 else (lambda x: 0.0)
-    return Spread(median=med, min=lo, max=hi, range_pct=rel(hi - lo), iqr_pct=rel(iqr), n=len(vals))
+    return Spread(median=med, min=lo, max=hi, range_pct=rel(hi - lo), iqr_pct=rel(p75 - p25), n=len(vals))
 
 
 def chunk_throughputs(latencies_ns: Sequence[int | float], samples_per_query: int, chunks: int) -> list[float]:

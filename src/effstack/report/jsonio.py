@@ -1,7 +1,7 @@
 """Result rows to and from JSON: ``{"schema": 1, "rows": [...], "machine": {...}, "versions": {...}}``.
 
-Writes are atomic (a temporary file in the same directory, then ``os.replace``), so a reader or a
-crash mid-write never leaves a half-written results file.
+Writes are atomic (:func:`atomic_write_text`: a temporary file in the same directory, then
+``os.replace``), so a reader or a crash mid-write never leaves a half-written results file.
 
 >>> import tempfile, pathlib
 >>> from effstack.measure.row import ResultRow
@@ -13,46 +13,17 @@ crash mid-write never leaves a half-written results file.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write_json, atomic_write_text
 from ..measure.row import SCHEMA_VERSION, ResultRow, utc_now
 from ..errors import ArtifactError
 
 __all__ = ["atomic_write_text", "read_json", "write_rows", "read_rows", "read_report"]
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``.
-
-    Raises:
-        ArtifactError: the file cannot be written (the message names the path).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> atomic_write_text(pathlib.Path(tempfile.mkdtemp()) / "a.txt", "hi").read_text()
-        'hi'
-    """
-    path = Path(path).expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise ArtifactError(f"cannot write {str(path)!r}: {exc.strerror or exc}; check the directory") from None
-    return path
 
 
 def write_rows(
@@ -79,7 +50,7 @@ def write_rows(
         versions = versions if versions is not None else (first.versions if first else library_versions())
     doc = {"schema": SCHEMA_VERSION, "written_at": utc_now(), **(extra or {}),
            "machine": machine, "versions": versions, "rows": [r.to_dict() for r in rows]}
-    return atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    return atomic_write_json(path, doc, allow_nan=False)
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:

@@ -195,7 +195,7 @@ def train_embedder(config: ContrastiveConfig, out: str | Path,
     import torch
     from torch import nn
 
-    from ..export._cache import atomic_file
+    from .._files import atomic_file
 
     rng = np.random.default_rng(config.seed)
     pool: list[np.ndarray] = [synthetic_photo(rng) for _ in range(config.synthetic)]

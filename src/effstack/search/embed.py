@@ -336,7 +336,7 @@ def _cut_onnx_features(loaded: Any) -> tuple[Path, str] | None:
     (an INT8 QDQ build keeps the float model's node names, so both name the same layer)."""
     import onnx
 
-    from ..export._cache import atomic_file, cache_dir
+    from .._files import atomic_file, cache_dir
 
     proto = onnx.load(str(loaded.onnx_path))
     graph = proto.graph

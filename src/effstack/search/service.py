@@ -107,7 +107,7 @@ class SearchService:
         name = hashlib.sha256(data).hexdigest()[:24] + _suffix(data)
         path = self.uploads / name
         if not path.exists():
-            from ..export._cache import atomic_file
+            from .._files import atomic_file
 
             with atomic_file(path) as tmp:
                 tmp.write_bytes(data)

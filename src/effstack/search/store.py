@@ -20,13 +20,10 @@ never a mixture.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import shutil
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_dir, atomic_write_json, fsync_dir
 from ..errors import ArtifactError, ConfigError
 
 __all__ = ["FORMAT", "IndexLock", "Record", "Snapshot", "fsync_dir", "read_manifest", "read_snapshot", "read_wal",
@@ -44,16 +42,6 @@ FORMAT = "effstack.index"
 VERSION = 1
 MAGIC = b"EIW1"
 _HEAD = struct.Struct("<4sII")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _corrupt(path: Path, what: str) -> ArtifactError:
@@ -100,20 +88,13 @@ def read_manifest(root: Path) -> dict[str, Any]:
 
 
 def write_manifest(root: Path, doc: dict[str, Any]) -> None:
-    """Replace ``root/manifest.json`` atomically and durably."""
-    text = json.dumps({"format": FORMAT, "version": VERSION, **doc}, indent=1, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / "manifest.json")
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(root)
+    """Replace ``root/manifest.json`` atomically and durably.
+
+    Raises:
+        ArtifactError: the manifest cannot be written (the message names it).
+    """
+    atomic_write_json(root / "manifest.json", {"format": FORMAT, "version": VERSION, **doc}, sort_keys=True,
+                      durable=True)
 
 
 # --- snapshot ---------------------------------------------------------------------------------------
@@ -130,33 +111,19 @@ class Snapshot:
     faiss_bytes: bytes | None = None
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
 def write_snapshot(root: Path, generation: int, snap: Snapshot) -> Path:
-    """Write generation ``generation`` into a temporary folder, then rename it into place."""
+    """Write generation ``generation`` into a temporary folder, then rename it into place (durably).
+
+    A folder of that generation already there (left by a checkpoint that crashed before its manifest was
+    written) is replaced.
+    """
     final = gen_dir(root, generation)
-    tmp = Path(tempfile.mkdtemp(prefix=".gen-tmp-", dir=root))
-    try:
+    with atomic_dir(final, durable=True) as tmp:
         np.save(tmp / "vectors.npy", snap.vectors, allow_pickle=False)
         entries = {"ids": snap.ids, "paths": snap.paths, "dead": sorted(snap.dead)}
         (tmp / "entries.json").write_text(json.dumps(entries, separators=(",", ":")))
-        names = ["vectors.npy", "entries.json"]
         if snap.faiss_bytes is not None:
             (tmp / "index.faiss").write_bytes(snap.faiss_bytes)
-            names.append("index.faiss")
-        for name in names:
-            _fsync_file(tmp / name)
-        fsync_dir(tmp)
-        if final.exists():  # left by a checkpoint that crashed before its manifest was written
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(root)
     return final
 
 
@@ -304,5 +271,5 @@ def stale_entries(root: Path, generation: int) -> Iterator[Path]:
     for child in root.iterdir():
         if child.name in keep:
             continue
-        if child.name.startswith(("gen-", "wal-", ".gen-tmp-", ".manifest.")):
+        if child.name.startswith(("gen-", "wal-", ".gen-", ".manifest.")):  # .gen-*: atomic_dir's temporaries
             yield child

@@ -13,16 +13,14 @@ Everything is written into a temporary folder next to ``OUT`` and renamed into p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .._files import atomic_dir
 from ..errors import ArtifactError, ConfigError
 from .core import SynthBatch, get_recipe
 
@@ -73,28 +71,6 @@ def check_output(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
     return out
 
 
-def _prepare(out: Path, overwrite: bool) -> Path:
-    """Check ``out`` can be written and return a fresh temporary folder next to it."""
-    check_output(out, overwrite)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as exc:
-        raise ArtifactError(f"output folder {str(out)!r} is not writable ({exc.strerror or exc}); "
-                            f"choose a folder you can write to") from None
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` onto ``out`` (replacing an old data set there)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_dataset(batch: SynthBatch, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``batch`` under ``out`` (layout in the module docstring); returns the folder.
 
@@ -110,25 +86,21 @@ def write_dataset(batch: SynthBatch, out: str | os.PathLike[str], overwrite: boo
     Example:
         >>> write_dataset(generate(SynthConfig("digits", n=10)), "digits-10")  # doctest: +SKIP
     """
-    out = Path(out).expanduser().absolute()
-    tmp = _prepare(out, overwrite)
+    out = check_output(out, overwrite)
     try:
-        rows = []
-        for name in batch.classes:
-            (tmp / "images" / name).mkdir(parents=True, exist_ok=True)
-        for img, label in zip(batch.images, batch.labels):
-            rel = f"images/{batch.classes[label['label']]}/{label['index']:06d}.png"
-            Image.fromarray(img).save(tmp / rel, compress_level=1)
-            rows.append(json.dumps({"file": rel, **label}))
-        (tmp / "labels.jsonl").write_text("\n".join(rows) + "\n")
-        meta = {"config": batch.config.to_dict(), "classes": list(batch.classes), "count": len(batch.labels)}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        preview_grid(batch).save(tmp / "preview.png")
-        _swap_in(tmp, out)
+        with atomic_dir(out) as tmp:  # replaces an old data set there only once the new one is complete
+            rows = []
+            for name in batch.classes:
+                (tmp / "images" / name).mkdir(parents=True, exist_ok=True)
+            for img, label in zip(batch.images, batch.labels):
+                rel = f"images/{batch.classes[label['label']]}/{label['index']:06d}.png"
+                Image.fromarray(img).save(tmp / rel, compress_level=1)
+                rows.append(json.dumps({"file": rel, **label}))
+            (tmp / "labels.jsonl").write_text("\n".join(rows) + "\n")
+            meta = {"config": batch.config.to_dict(), "classes": list(batch.classes), "count": len(batch.labels)}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+            preview_grid(batch).save(tmp / "preview.png")
     except OSError as exc:
         raise ArtifactError(f"cannot write the data set to {str(out)!r} ({exc.strerror or exc}); "
                             f"check free space and permissions") from None
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
     return out

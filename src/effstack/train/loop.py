@@ -230,7 +230,7 @@ def _save_checkpoint(path: Path, epoch: int, module: Any, opt: Any, config: Trai
                      history: list[dict[str, Any]]) -> None:
     import torch
 
-    from ..export._cache import atomic_file
+    from .._files import atomic_file
 
     state = {"format": _FORMAT, "epoch": epoch, "model": module.state_dict(), "optimizer": opt.state_dict(),
              "config": config.resumable_dict(), "history": history}
