@@ -45,3 +45,29 @@ def snr_db(y: np.ndarray, ref: np.ndarray) -> float:
     noise = float(np.sum((y.astype(np.float64) - ref) ** 2))
     signal = float(np.sum(ref.astype(np.float64) ** 2))
     return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
+
+
+# /proc/cpuinfo flags of the three CPU kinds this project has run on (the ones effstack's checks read)
+CPU_KINDS = {
+    "zen3-avx2": ("avx2", "fma"),
+    "zen5-avx512-vnni-bf16": ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"),
+    "xeon-amx": ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                 "amx_int8"),
+}
+
+
+@pytest.fixture
+def force_cpu(monkeypatch):
+    """``force_cpu("zen3-avx2")`` (or a tuple of flags): effstack's feature checks see that x86 CPU.
+
+    Code paths that differ by CPU are tested both ways with it, so no test depends on the machine it runs on.
+    """
+    from effstack import hardware
+
+    def force(kind):
+        flags = frozenset(CPU_KINDS[kind] if isinstance(kind, str) else kind)
+        monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+        monkeypatch.setattr(hardware, "_is_x86", lambda: True)
+        return flags
+
+    return force

@@ -41,3 +41,14 @@ def test_max_rate_finds_the_knee_a_queue_allows():
     assert max_rate(batched, gpu, 1) > 1000
     with pytest.raises(ValueError, match="budget"):
         max_rate(BatchingPolicy(max_batch=8, latency_curve=curve), curve, 1)
+
+
+@pytest.mark.parametrize("seconds_per_sample", [1e-7, 1e-6, 1e-5])
+def test_max_rate_of_a_microsecond_engine_is_bounded_by_the_per_batch_overhead(seconds_per_sample):
+    # the null engine's curve on a fast CPU (Zen 5) is ~1 us: the bisection's bound must include the per-batch
+    # overhead the simulation charges, or ten halvings of a bound of millions/s never reach a sustainable rate
+    curve = {1: seconds_per_sample, 2: 2 * seconds_per_sample}
+    policy = BatchingPolicy(max_batch=2, latency_budget_s=0.050, latency_curve=curve, instances=2)
+    ceiling = 2 * 2 / (2 * seconds_per_sample + 0.002)  # two instances, batches of 2, 2 ms overhead each
+    rate = max_rate(policy, curve, 2, overhead_s=0.002)
+    assert 0.3 * ceiling < rate < ceiling
