@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= onnx,openvino,serve,search,shrink,grpc,dev
 STAMP := $(VENV)/.effstack-installed
 
-.PHONY: install demo test bench-overhead clean
+.PHONY: install demo test results bench-overhead clean
 
 install: $(STAMP)
 
@@ -20,6 +20,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+results: install
+	$(PY) -m effstack.report.results --readme README.md --root results
 
 bench-overhead: install
 	$(PY) benchmarks/engine_overhead.py --json results/engine_overhead.json

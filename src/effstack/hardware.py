@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import one_line
 
-__all__ = ["machine_info", "library_versions", "available_cores", "cpu_flags", "has_int8_dot_product",
+__all__ = ["cpu_kind", "machine_info", "library_versions", "available_cores", "cpu_flags", "has_int8_dot_product",
            "has_native_bf16", "cuda_unavailable_reason"]
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
@@ -51,6 +51,62 @@ def _cpuinfo() -> tuple[str, set[str]]:
             flags = set(value.split())
             break  # the first processor's block is enough: flags are uniform
     return model, flags
+
+
+def _cpu_identity() -> tuple[str, int | None]:
+    """(vendor_id, cpu family) from /proc/cpuinfo: ("AuthenticAMD", 25); ("", None) where unknown."""
+    vendor, family = "", None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return vendor, family
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "vendor_id":
+            vendor = value
+        elif key == "cpu family" and value.isdigit():
+            family = int(value)
+        elif not line.strip() and vendor:
+            break  # the first processor's block
+    return vendor, family
+
+
+def cpu_kind(flags: frozenset[str] | None = None, vendor: str | None = None, family: int | None = None,
+             model: str | None = None) -> str:
+    """A short name for this CPU's kind, for ``results/<cpu-kind>/``: vendor, generation, the ISA tier that decides
+    speed. ``amd-zen3-avx2``, ``amd-zen5-avx512-vnni-bf16``, ``intel-xeon-amx``; unknown parts are left out.
+
+    Example:
+        >>> cpu_kind(frozenset({"avx2", "fma"}), "AuthenticAMD", 25, "AMD EPYC")
+        'amd-zen3-avx2'
+    """
+    if flags is None:
+        flags = cpu_flags()
+    if vendor is None or family is None:
+        vendor, family = _cpu_identity()
+    model = model if model is not None else _cpuinfo()[0]
+    if "amx_int8" in flags:
+        tier = "amx"
+    elif "avx512_vnni" in flags:
+        tier = "avx512-vnni-bf16" if "avx512_bf16" in flags else "avx512-vnni"
+    elif "avx512f" in flags:
+        tier = "avx512"
+    elif "avx_vnni" in flags:
+        tier = "avx2-vnni"
+    elif "avx2" in flags:
+        tier = "avx2"
+    else:
+        tier = platform.machine().lower() or "cpu"
+    parts = []
+    if vendor == "AuthenticAMD":
+        parts.append("amd")
+        # family 25 (0x19) is Zen 3 and Zen 4 (Zen 4 adds AVX-512); 26 (0x1A) is Zen 5; 23 (0x17) Zen 1/2
+        zen = {23: "zen2", 25: "zen4" if "avx512f" in flags else "zen3", 26: "zen5"}.get(family or 0)
+        parts += [zen] if zen else []
+    elif vendor == "GenuineIntel":
+        parts += ["intel"] + (["xeon"] if "xeon" in model.lower() else [])
+    return "-".join([*parts, tier])
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,6 +172,7 @@ def machine_info() -> dict[str, Any]:
     model, flags = _cpuinfo()
     return {
         "cpu": model,
+        "kind": cpu_kind(frozenset(flags), model=model),
         "cores": available_cores(),
         "host_cores": os.cpu_count() or 1,
         "isa": [f for f in ISA_FLAGS if f in flags],

@@ -31,6 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     d.add_argument("--latency-budget", help="p99 budget (default 10ms)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--json", metavar="PATH", help="also write the ladder JSON here (besides OUT/ladder.json)")
     d.set_defaults(func=cmd_demo)
 
 
@@ -154,4 +155,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = args.out.rstrip("/")
     outputs = argparse.Namespace(json=f"{out}/ladder.json", html=f"{out}/report.html", bundle=f"{out}/bundle")
     write_outputs(result, outputs)
+    if args.json:
+        from .._files import atomic_write_json
+
+        atomic_write_json(args.json, result.to_dict())
     return EXIT_INFEASIBLE if result.infeasible else 0

@@ -1,0 +1,284 @@
+"""Figures you can check from the tree: ``results/<cpu-kind>/<name>.json`` and the README tables made from them.
+
+Every figure the README quotes comes from one of these files, and nowhere else:
+
+- :func:`record` runs a measuring command (a ``benchmarks/`` script, ``effstack demo``, ...) that writes its own
+  JSON, and wraps that JSON in an envelope: the exact command, the git commit, when and how long it ran, the
+  machine (CPU model, kind, ISA flags, cores), the library versions, and how much CPU *other* processes took
+  while it ran. ``python benchmarks/record.py NAME -- COMMAND ... {json} ...`` is its command line.
+- :func:`render_readme` regenerates every block of the README that sits between
+  ``<!-- results KIND/NAME [VIEW] -->`` and ``<!-- /results -->`` from the file it names (``make results``);
+  each block opens with where its figures came from. ``--check`` fails when the README and the files disagree,
+  and the test suite runs it, so a table cannot drift from its file.
+
+Renderers are chosen by ``VIEW`` (default: by what the result holds: ladder rungs, result rows, or the
+result's own ``readme`` list of ``{"what", "figure", "spread"}`` lines).
+
+>>> cpu_kind_dir("results", "amd-zen3-avx2").as_posix()
+'results/amd-zen3-avx2'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArtifactError, ConfigError
+
+__all__ = ["SCHEMA", "BLOCK", "RENDERERS", "cpu_kind_dir", "envelope", "record", "read_result", "render_block",
+           "render_readme", "main"]
+
+SCHEMA = 1
+BLOCK = re.compile(r"(<!-- results (?P<ref>[\w.+-]+/[\w.+-]+)(?: (?P<view>[\w-]+))? -->\n)(?P<body>.*?)(<!-- /results -->)",
+                   re.S)
+MAX_BYTES = 256 * 1024  # results files are committed: small ones only
+ENVELOPE_KEYS = ("schema", "name", "cpu_kind", "command", "git", "started_at", "wall_s", "machine", "versions",
+                 "other_cpu", "result")
+
+
+def cpu_kind_dir(root: str | os.PathLike[str], kind: str | None = None) -> Path:
+    """``root/<kind>`` (default: this machine's :func:`effstack.hardware.cpu_kind`)."""
+    if kind is None:
+        from ..hardware import cpu_kind
+
+        kind = cpu_kind()
+    return Path(root) / kind
+
+
+def _git(root: Path) -> dict[str, Any]:
+    def run(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = run("status", "--porcelain", "--untracked-files=no")
+    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def envelope(name: str, command: Sequence[str], result: Any, started: float, wall_s: float,
+             other_cpu: dict[str, Any] | None, cwd: str | os.PathLike[str] = ".") -> dict[str, Any]:
+    """The document :func:`record` writes: the run's provenance around the command's own ``result``."""
+    from ..hardware import cpu_kind, library_versions, machine_info
+
+    return {
+        "schema": SCHEMA, "name": name, "cpu_kind": cpu_kind(), "command": shlex.join(command),
+        "git": _git(Path(cwd)),
+        "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(wall_s, 1), "machine": machine_info(), "versions": library_versions(),
+        "other_cpu": other_cpu, "result": result,
+    }
+
+
+def record(name: str, command: Sequence[str], root: str | os.PathLike[str] = "results", kind: str | None = None,
+           recorded_as: Sequence[str] | None = None) -> Path:
+    """Run ``command`` (``{json}`` in it is replaced by a temporary path the command must write JSON to) and write
+    ``root/<kind>/<name>.json``: the command's JSON inside :func:`envelope`. Atomic; nothing is written when the
+    command fails.
+
+    Other processes' CPU share is measured over the whole run from ``/proc/stat``, less this process and every
+    process it waited for (the command and what it started), so a benchmark's own servers and cell processes
+    are not counted as neighbours.
+
+    Raises:
+        ConfigError: a bad name, or no ``{json}`` in the command.
+        ArtifactError: the command failed or wrote no JSON (the message names it and its exit status).
+    """
+    from .._files import atomic_write_json
+    from ..measure.cpu import read_proc_stat
+
+    if not re.fullmatch(r"[\w.+-]+", name):
+        raise ConfigError(f"result name must be letters, digits, '.', '_', '+' or '-', got {name!r}")
+    if not any("{json}" in a for a in command):
+        raise ConfigError("the command must write its JSON to {json}; put {json} where its --json path goes")
+    out_dir = cpu_kind_dir(root, kind)
+    with tempfile.TemporaryDirectory(prefix="effstack-record-") as tmp:
+        raw = Path(tmp) / "result.json"
+        argv = [a.replace("{json}", str(raw)) for a in command]
+        stat0, self0, started, t0 = read_proc_stat(), _tree_cpu_s(), time.time(), time.perf_counter()
+        code = subprocess.run(argv).returncode
+        wall = time.perf_counter() - t0
+        stat1, self1 = read_proc_stat(), _tree_cpu_s()
+        if code != 0:
+            raise ArtifactError(f"{shlex.join(argv)} exited with status {code}; nothing recorded for {name!r}")
+        try:
+            result = json.loads(raw.read_text())
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{shlex.join(argv)} wrote no readable JSON to {{json}} ({exc}); "
+                                f"nothing recorded for {name!r}") from None
+    other = None
+    if stat0 is not None and stat1 is not None:
+        others_s = max(stat1[0] - stat0[0] - (self1 - self0), 0.0)
+        other = {"other_pct_core": round(100 * others_s / wall, 1),
+                 "other_pct_machine": round(100 * others_s / wall / stat1[1], 1), "machine_cores": stat1[1]}
+    doc = envelope(name, list(recorded_as or ["python", "benchmarks/record.py", name, "--", *command]),
+                   _finite(result), started, wall, other)
+    path = out_dir / f"{name}.json"
+    text = json.dumps(doc, indent=1, allow_nan=False)
+    if len(text) > MAX_BYTES:
+        doc["result"] = _trim(result)
+        text = json.dumps(doc, indent=1, allow_nan=False)
+    atomic_write_json(path, json.loads(text))
+    return path
+
+
+def _tree_cpu_s() -> float:
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (which strict JSON cannot hold) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _trim(result: Any, keep: int = 40) -> Any:
+    """Shorten long lists (raw latencies, every measured cell) so a committed file stays small."""
+    if isinstance(result, dict):
+        return {k: _trim(v, keep) for k, v in result.items()}
+    if isinstance(result, list):
+        items = [_trim(v, keep) for v in result[:keep]]
+        return items + ([f"... {len(result) - keep} more not kept"] if len(result) > keep else [])
+    return result
+
+
+def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a recorded result and check its envelope.
+
+    Raises:
+        ArtifactError: missing, unreadable, or without the envelope's keys (the message names the first missing).
+    """
+    from .jsonio import read_json
+
+    doc = read_json(path, "results file")
+    missing = [k for k in ENVELOPE_KEYS if not isinstance(doc, dict) or k not in doc]
+    if missing:
+        raise ArtifactError(f"{str(path)!r} is not a recorded result (no {missing[0]!r}); "
+                            "make it with python benchmarks/record.py NAME -- COMMAND")
+    return doc
+
+
+# --- rendering ------------------------------------------------------------------------------------------------
+
+
+def _provenance(ref: str, doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    other = doc.get("other_cpu") or {}
+    share = other.get("other_pct_core")
+    busy = "not measured" if share is None else f"{share:.0f}% of a core"
+    commit = (doc.get("git") or {}).get("commit") or "?"
+    isa = ", ".join(m.get("isa") or []) or "no flags read"
+    minutes = doc["wall_s"] / 60
+    took = f"{minutes:.1f} min" if minutes >= 1 else f"{doc['wall_s']:.0f} s"
+    return (f"From `results/{ref}.json`: {m.get('cpu', '?')} ({doc['cpu_kind']}; {isa}), {m.get('cores', '?')} "
+            f"cores, {doc['started_at'][:16].replace('T', ' ')} UTC, code {commit[:7]}, {took}; other processes "
+            f"took {busy} meanwhile. Reproduce: `{doc['command']}`")
+
+
+def _view_ladder(doc: dict[str, Any]) -> str:
+    from ..ladder.runner import LadderResult
+    from .ladder import ladder_text
+
+    result = doc["result"]
+    return "```\n" + ladder_text(LadderResult.from_dict(result.get("ladder", result)), width=70) + "\n```"
+
+
+def _view_rows(doc: dict[str, Any]) -> str:
+    from ..measure.row import ResultRow
+    from .table import format_text
+
+    rows = [ResultRow.from_dict(r) for r in doc["result"]["rows"] if isinstance(r, dict)]
+    return "```\n" + format_text(rows).rstrip() + "\n```"
+
+
+def _view_figures(doc: dict[str, Any]) -> str:
+    lines = doc["result"].get("readme")
+    if not isinstance(lines, list) or not lines:
+        raise ArtifactError(f"result {doc['name']!r} has no 'readme' list of figures to show; pick a view")
+    out = ["| what | figure | spread |", "|---|---|---|"]
+    for item in lines:
+        out.append(f"| {item['what']} | {item['figure']} | {item.get('spread') or '-'} |")
+    return "\n".join(out)
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "ladder": _view_ladder, "rows": _view_rows, "figures": _view_figures,
+}
+
+
+def render_block(ref: str, view: str | None, root: str | os.PathLike[str]) -> str:
+    """The body of one README block: provenance line, then the view of ``root/ref.json``.
+
+    Raises:
+        ArtifactError: the file is missing or malformed.
+        ConfigError: an unknown view.
+    """
+    doc = read_result(Path(root) / f"{ref}.json")
+    if view is None:
+        result = doc["result"]
+        view = ("ladder" if isinstance(result, dict) and ("rungs" in result or "ladder" in result)
+                else "figures" if isinstance(result, dict) and "readme" in result else "rows")
+    if view not in RENDERERS:
+        raise ConfigError(f"unknown results view {view!r}; use one of {', '.join(sorted(RENDERERS))}")
+    return f"{_provenance(ref, doc)}\n\n{RENDERERS[view](doc)}\n"
+
+
+def render_readme(text: str, root: str | os.PathLike[str] = "results") -> str:
+    """``text`` with every results block regenerated from its file."""
+    return BLOCK.sub(lambda m: m.group(1) + render_block(m.group("ref"), m.group("view"), root) + m.group(5), text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m effstack.report.results [--readme README.md] [--root results] [--check]``."""
+    import argparse
+
+    from .._files import atomic_write_text
+
+    p = argparse.ArgumentParser(prog="python -m effstack.report.results",
+                                description="Regenerate the README's results blocks from results/<cpu-kind>/*.json.")
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--root", default="results")
+    p.add_argument("--check", action="store_true", help="exit 1 if the README differs from what the files give")
+    args = p.parse_args(argv)
+    readme = Path(args.readme)
+    try:
+        text = readme.read_text()
+        new = render_readme(text, args.root)
+    except (OSError, ArtifactError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    blocks = len(BLOCK.findall(text))
+    if args.check:
+        if new != text:
+            print(f"{readme} is out of date with {args.root}/: run make results", file=sys.stderr)
+            return 1
+        print(f"{readme}: {blocks} results blocks match their files")
+        return 0
+    if new != text:
+        atomic_write_text(readme, new)
+    print(f"{readme}: {blocks} results blocks regenerated from {args.root}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

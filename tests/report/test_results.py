@@ -1,0 +1,89 @@
+"""Recorded results (results/<cpu-kind>/NAME.json) and the README blocks generated from them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from effstack.errors import ArtifactError, ConfigError
+from effstack.report import results
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITE = "import json, sys; json.dump({'readme': [{'what': 'rate', 'figure': '42/s', 'spread': '40-44'}], " \
+        "'nan': float('nan')}, open(sys.argv[1], 'w'))"
+
+
+def _record(tmp_path, code=WRITE, name="fake"):
+    return results.record(name, [sys.executable, "-c", code, "{json}"], root=tmp_path, kind="test-kind")
+
+
+def test_record_wraps_the_commands_json_with_its_provenance(tmp_path):
+    path = _record(tmp_path)
+    assert path == tmp_path / "test-kind" / "fake.json"
+    doc = results.read_result(path)
+    assert set(results.ENVELOPE_KEYS) <= set(doc)
+    assert doc["result"]["readme"][0]["figure"] == "42/s" and doc["result"]["nan"] is None  # strict JSON
+    assert doc["machine"]["cores"] >= 1 and "numpy" in doc["versions"]
+    assert doc["command"].startswith("python benchmarks/record.py fake -- ")
+    assert doc["other_cpu"] is None or doc["other_cpu"]["other_pct_core"] >= 0
+
+
+def test_a_failed_command_records_nothing(tmp_path):
+    with pytest.raises(ArtifactError, match="exited with status 3"):
+        _record(tmp_path, code="import sys; sys.exit(3)")
+    with pytest.raises(ArtifactError, match="no readable JSON"):
+        _record(tmp_path, code="print('forgot to write')")
+    with pytest.raises(ConfigError, match=r"\{json\}"):
+        results.record("x", [sys.executable, "-c", "pass"], root=tmp_path)
+    with pytest.raises(ConfigError, match="result name"):
+        results.record("../escape", [sys.executable, "{json}"], root=tmp_path)
+    assert not any(tmp_path.rglob("*.json"))
+
+
+def test_readme_blocks_are_regenerated_from_their_files(tmp_path):
+    _record(tmp_path)
+    text = "intro\n<!-- results test-kind/fake -->\nstale figure 99/s\n<!-- /results -->\nafter\n"
+    new = results.render_readme(text, tmp_path)
+    assert "stale" not in new and "| rate | 42/s | 40-44 |" in new
+    assert "From `results/test-kind/fake.json`" in new and new.startswith("intro\n") and new.endswith("after\n")
+    assert results.render_readme(new, tmp_path) == new  # stable
+    with pytest.raises(ArtifactError, match="does not exist"):
+        results.render_readme(text.replace("fake", "missing"), tmp_path)
+    with pytest.raises(ConfigError, match="unknown results view"):
+        results.render_readme(text.replace("fake -->", "fake sideways -->"), tmp_path)
+
+
+def test_check_mode_fails_on_a_readme_that_drifted(tmp_path, capsys):
+    _record(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results test-kind/fake -->\n<!-- /results -->\n")
+    assert results.main(["--readme", str(readme), "--root", str(tmp_path), "--check"]) == 1
+    assert results.main(["--readme", str(readme), "--root", str(tmp_path)]) == 0
+    assert results.main(["--readme", str(readme), "--root", str(tmp_path), "--check"]) == 0
+    doc = json.loads((tmp_path / "test-kind" / "fake.json").read_text())
+    doc["result"]["readme"][0]["figure"] = "43/s"  # the file changed: the README no longer matches
+    (tmp_path / "test-kind" / "fake.json").write_text(json.dumps(doc))
+    assert results.main(["--readme", str(readme), "--root", str(tmp_path), "--check"]) == 1
+
+
+def test_an_envelope_missing_a_key_is_refused(tmp_path):
+    path = _record(tmp_path)
+    doc = json.loads(path.read_text())
+    del doc["other_cpu"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="'other_cpu'"):
+        results.read_result(path)
+
+
+def test_the_readme_matches_the_committed_results():
+    # every figure block in the README comes from a committed file under results/<cpu-kind>/
+    readme = (ROOT / "README.md").read_text()
+    blocks = results.BLOCK.findall(readme)
+    assert blocks, "the README has no results blocks"
+    assert results.render_readme(readme, ROOT / "results") == readme, "README is out of date: run make results"
+    for path in (ROOT / "results").glob("*-*/*.json"):
+        doc = results.read_result(path)  # the envelope is complete
+        assert path.parent.name == doc["cpu_kind"] and path.stat().st_size <= results.MAX_BYTES
