@@ -14,6 +14,7 @@ the recorded files. Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from effstack.errors import EffstackError
@@ -33,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", default=None, help="the results folder's CPU kind (default: this machine's)")
     args = p.parse_args(argv[:cut])
     command = argv[cut + 1:]
-    recorded_as = ["python", "benchmarks/record.py", args.name, "--", *command]
+    # the interpreter as a reader types it: "python", not this machine's venv path
+    shown = ["python" if os.path.basename(a).startswith("python") and os.path.isabs(a) else a for a in command]
+    recorded_as = ["python", "benchmarks/record.py", args.name, "--", *shown]
     try:
         path = record(args.name, command, root=args.root, kind=args.kind, recorded_as=recorded_as)
     except EffstackError as exc:
