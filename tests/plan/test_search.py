@@ -116,16 +116,85 @@ def test_bad_options_are_config_errors(kwargs, match):
         plan(synthetic.grid(), Model(), progress=False, **kwargs)
 
 
+def _dominated(m: Measurement, by: Measurement) -> bool:
+    """``by`` is at least as good as ``m`` on both axes and strictly better on one."""
+    return (by.throughput >= m.throughput and by.p99_ms <= m.p99_ms
+            and (by.throughput > m.throughput or by.p99_ms < m.p99_ms))
+
+
+def _brute_front(trials) -> set[tuple[float, float]]:
+    """The non-dominated (p99, throughput) points of the successful trials, by comparing every pair."""
+    ok = [m for _, m in trials if m.ok]
+    return {(m.p99_ms, m.throughput) for m in ok if not any(_dominated(m, o) for o in ok)}
+
+
+def _check_front(trials, front) -> None:
+    """``front`` holds exactly the non-dominated points (each once, equal points collapsed to one), sorted by p99."""
+    points = [(m.p99_ms, m.throughput) for _, m in front]
+    assert set(points) == _brute_front(trials)
+    assert len(points) == len(set(points))  # equal points: one representative, not several
+    assert all(any(f is t for t in trials) for f in front)  # the trials themselves, not copies
+    assert points == sorted(points)
+    assert [t for _, t in points] == sorted(t for _, t in points)
+
+
+def _m(throughput: float, p99_ms: float) -> Measurement:
+    return Measurement(throughput=throughput, p99_ms=p99_ms)
+
+
+@pytest.mark.parametrize("points, expected", [
+    # a dominated point in the middle (slower and later than (2, 20)) is left out
+    ([(10, 1), (5, 2), (20, 3), (15, 4), (30, 5)], {(1, 10), (3, 20), (5, 30)}),
+    # the input order does not matter; the highest throughput at the highest p99 stays in
+    ([(30, 5), (15, 4), (20, 3), (5, 2), (10, 1)], {(1, 10), (3, 20), (5, 30)}),
+    # equal p99, different throughput: only the faster one
+    ([(10, 2), (12, 2), (8, 1)], {(1, 8), (2, 12)}),
+    # equal throughput, different p99: only the lower p99
+    ([(10, 3), (10, 1), (20, 4)], {(1, 10), (4, 20)}),
+    # equal points: one of them, and one that both beat is out
+    ([(10, 1), (10, 1), (5, 1), (10, 2)], {(1, 10)}),
+    # every point on the front: a strictly rising staircase
+    ([(1, 1), (2, 2), (3, 3), (4, 4)], {(1, 1), (2, 2), (3, 3), (4, 4)}),
+    # one point beats all the others
+    ([(100, 1), (50, 2), (99, 1.5), (10, 9)], {(1, 100)}),
+    # a single point
+    ([(7, 7)], {(7, 7)}),
+])
+def test_pareto_front_is_exactly_the_non_dominated_points(points, expected):
+    c = Candidate("e")
+    trials = [(Candidate("e", batch=i + 1), _m(t, p)) for i, (t, p) in enumerate(points)]
+    trials.append((c, Measurement.failed("boom")))  # failures are never on the front
+    front = pareto_front(trials)
+    assert _brute_front(trials) == expected  # the brute force agrees with the hand-worked front
+    _check_front(trials, front)
+    assert {(m.p99_ms, m.throughput) for _, m in front} == expected
+
+
+def test_pareto_front_of_random_sets_matches_brute_force():
+    import random
+
+    rng = random.Random(1)
+    for _ in range(200):
+        n = rng.randint(1, 12)
+        # small integer grids make ties and equal points common
+        trials = [(Candidate("e", batch=i + 1), _m(rng.randint(0, 6), rng.randint(0, 6))) for i in range(n)]
+        if rng.random() < 0.3:
+            trials.append((Candidate("x"), Measurement.failed("no")))
+        _check_front(trials, pareto_front(trials))
+
+
 def test_pareto_front_is_non_dominated_and_sorted_by_p99():
     result = plan(synthetic.grid(), Model(), 10.0, mode="exhaustive", progress=False)
     front = result.pareto
-    assert [m.p99_ms for _, m in front] == sorted(m.p99_ms for _, m in front)
-    assert [m.throughput for _, m in front] == sorted(m.throughput for _, m in front)
-    for _, m in result.measured:
-        assert not any(f.throughput > m.throughput and f.p99_ms < m.p99_ms for _, f in front if f is not m) or \
-            m not in [x for _, x in front]
+    _check_front(result.measured, front)
+    on_front = {id(m) for _, m in front}
+    dominated = [m for _, m in result.measured if id(m) not in on_front]
+    assert front and dominated  # the synthetic grid has both
+    for m in dominated:
+        assert any(_dominated(m, f) or (f.p99_ms, f.throughput) == (m.p99_ms, m.throughput) for _, f in front)
     failed = (Candidate("x"), Measurement.failed("no"))
     assert pareto_front([failed]) == []
+    assert pareto_front([]) == []
 
 
 def test_result_round_trips_through_json():

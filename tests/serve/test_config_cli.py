@@ -33,6 +33,124 @@ def test_durations():
         parse_duration_ms("fast")
 
 
+# (field, the smallest value accepted, values rejected): integers count from 1 (bool and float are not integers);
+# durations in ms are finite, non-negative, and the budget and the timeout strictly positive
+INTEGER_FIELDS = ["max_batch", "instances", "queue_capacity", "priority_levels", "threads"]
+BOUNDS = [
+    *[(f, 1, [0, -1, True, 2.0, "2", None if f != "threads" else 0]) for f in INTEGER_FIELDS],
+    ("max_queue_delay_ms", 0, [-1e-9, -1, float("inf"), float("nan"), True, "2ms"]),
+    ("inline_below_ms", 0, [-1e-9, -1, float("inf"), float("nan"), True, None]),
+    ("latency_budget_ms", 1e-9, [0, 0.0, -1, float("inf"), float("nan"), True, "50ms"]),
+    ("timeout_ms", 1e-9, [0, 0.0, -5, float("inf"), float("nan"), False]),
+]
+MESSAGE = {f: f"{f.replace('_', ' ')} must be an integer of at least 1" for f in INTEGER_FIELDS}
+MESSAGE.update({f: f"{f.replace('_', ' ')} must be a positive number of milliseconds"
+                for f in ("max_queue_delay_ms", "inline_below_ms", "latency_budget_ms", "timeout_ms")})
+
+
+@pytest.mark.parametrize("field, lowest, bad", BOUNDS, ids=[b[0] for b in BOUNDS])
+def test_serving_config_bounds(field, lowest, bad):
+    """Each value out of range is refused with its field named; the boundary value and the ones above are kept."""
+    for value in bad:
+        with pytest.raises(ConfigError, match=MESSAGE[field]) as info:
+            ServingConfig(**{field: value})
+        assert repr(value) in str(info.value)  # the message shows what was given
+        with pytest.raises(ConfigError, match=MESSAGE[field]):  # through a serving.json and a flag too
+            ServingConfig.from_dict({field: value})
+        if value is not None:  # merged() takes None as "this flag was not given"
+            with pytest.raises(ConfigError, match=MESSAGE[field]):
+                ServingConfig().merged({field: value})
+    for value in (lowest, lowest * 2 if lowest else 1e-9, 1000):
+        c = ServingConfig(**{field: value})
+        assert getattr(c, field) == value
+        assert ServingConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+        assert ServingConfig().merged({field: value}) == c
+
+
+def test_serving_config_optional_and_named_bounds():
+    # None means "not set" for the optional settings (threads: all cores; the durations: their defaults)
+    for field in ("threads", "max_queue_delay_ms", "latency_budget_ms", "timeout_ms"):
+        assert getattr(ServingConfig(**{field: None}), field) is None
+    assert ServingConfig(instances="auto").instances == "auto"
+    for bad in ("Auto", "many", ""):
+        with pytest.raises(ConfigError, match=r"instances must be an integer of at least 1 or 'auto'"):
+            ServingConfig(instances=bad)
+    # model names: 1-128 of letters, digits, '_', '.' and '-'
+    for good in ("a", "A" * 128, "resnet-50_v1.5"):
+        assert ServingConfig(name=good).name == good
+    for bad in ("", "A" * 129, "two words", "x/y", "ü"):
+        with pytest.raises(ConfigError, match="model name must be 1-128"):
+            ServingConfig(name=bad)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        ServingConfig(precision="int4")
+    for precision in ("fp32", "bf16", "fp16", "int8"):
+        assert ServingConfig(precision=precision).precision == precision
+    with pytest.raises(ConfigError, match="engine must be an engine name"):
+        ServingConfig(engine="")
+    with pytest.raises(ConfigError, match="knobs must be a mapping"):
+        ServingConfig(knobs=["streams=1"])
+    with pytest.raises(ConfigError, match="latency curve must map batch sizes"):
+        ServingConfig(latency_curve_ms={"one": 2.0})
+    # the policy built from a config checks its own bounds (the curve's batches count from 1)
+    with pytest.raises(ConfigError, match="latency curve must map batch >= 1"):
+        ServingConfig(latency_budget_ms=50, latency_curve_ms={0: 2.0}).policy()
+    assert ServingConfig(latency_budget_ms=50, latency_curve_ms={1: 0.0}).policy().batch_cap >= 1
+
+
+def test_durations_bounds():
+    assert parse_duration_ms("0") == 0.0 and parse_duration_ms("0ms") == 0.0 and parse_duration_ms(0) == 0.0
+    assert parse_duration_ms("1us") == pytest.approx(1e-3) and parse_duration_ms(".5s") == 500.0
+    assert parse_duration_ms("2 ms") == 2.0 and parse_duration_ms("250µs") == 0.25
+    for bad in ("-1ms", "-1", "1e3ms", "ms", "", "1 h", "1m"):
+        with pytest.raises(ConfigError, match="a duration must look like 50ms"):
+            parse_duration_ms(bad)
+    with pytest.raises(ConfigError, match="must not be negative"):
+        parse_duration_ms(-0.5)
+
+
+# (flag, value refused, the message's words; value accepted at the boundary, the config field and its value)
+CLI_BOUNDS = [
+    ("--max-batch", "0", "max batch must be an integer of at least 1", "1", "max_batch", 1),
+    ("--threads", "0", "threads must be an integer of at least 1", "1", "threads", 1),
+    ("--queue-capacity", "0", "queue capacity must be an integer of at least 1", "1", "queue_capacity", 1),
+    ("--priority-levels", "0", "priority levels must be an integer of at least 1", "1", "priority_levels", 1),
+    ("--latency-budget", "0ms", "latency budget ms must be a positive number of milliseconds", "1us",
+     "latency_budget_ms", 1e-3),
+    ("--timeout", "0", "timeout ms must be a positive number of milliseconds", "1us", "timeout_ms", 1e-3),
+    ("--max-queue-delay", "-1ms", "a duration must look like 50ms", "0ms", "max_queue_delay_ms", 0.0),
+    ("--inline-below", "-0.1ms", "a duration must look like 50ms", "0", "inline_below_ms", 0.0),
+    ("--latency-budget", "soon", "a duration must look like 50ms", "0.05s", "latency_budget_ms", 50.0),
+]
+
+
+@pytest.mark.parametrize("flag, bad, message, good, field, value", CLI_BOUNDS,
+                         ids=[f"{c[0]}={c[1]}" for c in CLI_BOUNDS])
+def test_serve_flags_bounds(flag, bad, message, good, field, value, capsys):
+    from effstack.cli.main import main
+
+    base = ["serve", "effstack.testing:tiny_mlp", "--engine", "null", "--print-config"]
+    assert main([*base, f"{flag}={bad}"]) == 2  # "=": argparse would read "-1ms" as an option
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err and err.startswith("effstack: error:")
+    assert main([*base, f"{flag}={good}"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["tiny_mlp"][field] == pytest.approx(value)
+
+
+@pytest.mark.parametrize("flag, bad", [("--instances", "0"), ("--instances", "-2"), ("--instances", "two"),
+                                       ("--max-batch", "1.5"), ("--threads", "x"), ("--port", "http")])
+def test_serve_flags_argparse_refuses_non_numbers_and_zero_instances(flag, bad, capsys):
+    from effstack.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "effstack.testing:tiny_mlp", flag, bad, "--print-config"])
+    assert exc.value.code == 2 and flag in capsys.readouterr().err
+    if flag == "--instances":
+        for good, want in (("1", 1), ("auto", "auto")):
+            assert main(["serve", "effstack.testing:tiny_mlp", "--engine", "null", flag, good, "--print-config"]) == 0
+            assert json.loads(capsys.readouterr().out)["tiny_mlp"]["instances"] == want
+
+
 def test_repository_folder_file_and_spec(tmp_path):
     from effstack.serve.repository import resolve_target
 

@@ -85,6 +85,66 @@ def test_auto_instances_break_near_ties_by_the_smaller_batch_cap_then_fewer_inst
     assert len(runner.sessions) == min(seen, key=lambda n: (seen[n], n))
 
 
+class _CapPolicy:
+    """A runner's batching policy with its batch cap replaced (everything else read through)."""
+
+    def __init__(self, policy, batch_cap: int):
+        self._policy, self.batch_cap = policy, batch_cap
+
+    def __getattr__(self, name):
+        return getattr(self._policy, name)
+
+
+def _documented_choice(rates: dict[int, float], caps: dict[int, int]) -> int:
+    """The rule as documented, written out independently: the best predicted rate; every layout within 5% of
+    it (AUTO_MARGIN) counts as equal, and among those the smallest batch cap wins, then the fewest instances."""
+    top = max(rates.values())
+    near = [n for n in rates if rates[n] * 1.05 >= top]
+    smallest_cap = min(caps[n] for n in near)
+    return min(n for n in near if caps[n] == smallest_cap)
+
+
+@pytest.mark.parametrize("rates, caps, chosen", [
+    # the biggest layout is clearly fastest: chosen, whatever its batch cap
+    ({1: 10.0, 2: 13.0, 4: 20.0}, {1: 1, 2: 1, 4: 4}, 4),
+    # the fastest is the smallest layout: chosen, although the others have more instances
+    ({1: 20.0, 2: 10.0, 4: 12.0}, {1: 4, 2: 1, 4: 1}, 1),
+    # 4 is within 5% of 2 with the same cap: the tie goes to fewer instances, so the biggest is NOT chosen
+    ({1: 10.0, 2: 20.0, 4: 19.5}, {1: 2, 2: 2, 4: 2}, 2),
+    # ... unless the near-equal bigger layout has the smaller batch cap: the cap decides before the count
+    ({1: 10.0, 2: 20.0, 4: 19.5}, {1: 1, 2: 4, 4: 2}, 4),
+    # a smaller cap outside the margin does not count: 1 is 9% below the best
+    ({1: 9.5, 2: 10.0, 4: 10.4}, {1: 1, 2: 3, 4: 3}, 2),
+    # every layout within the margin: the smallest cap, then the fewest instances among those with it
+    ({1: 10.0, 2: 10.2, 4: 10.4, 8: 10.1}, {1: 3, 2: 2, 4: 2, 8: 1}, 8),
+    ({1: 10.0, 2: 10.2, 4: 10.4, 8: 10.1}, {1: 3, 2: 2, 4: 2, 8: 2}, 2),
+    # the best rate wins by more than the margin: the biggest layout, although its cap is the largest
+    ({1: 10.0, 2: 10.2, 4: 10.4, 8: 12.0}, {1: 1, 2: 1, 4: 1, 8: 8}, 8),
+])
+def test_auto_instances_choose_the_layout_the_documented_rule_picks(rates, caps, chosen, tiny_cnn, monkeypatch):
+    from effstack.serve import repository
+
+    assert repository.AUTO_MARGIN == 0.05  # the margin the README and the docstring promise
+    assert _documented_choice(rates, caps) == chosen  # the case is worked out right
+    closed = []
+    monkeypatch.setattr(ModelRunner, "sustainable_rate", lambda self: rates[len(self.sessions)])
+    real_init, real_close = ModelRunner.__init__, ModelRunner.close
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.policy = _CapPolicy(self.policy, caps[len(self.sessions)])
+
+    monkeypatch.setattr(ModelRunner, "__init__", init)
+    monkeypatch.setattr(ModelRunner, "close", lambda self: (closed.append(len(self.sessions)), real_close(self)))
+    config = ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances="auto", threads=max(rates),
+                           max_batch=2, latency_budget_ms=50)
+    runner = ModelRunner.build(config, "cnn", model=tiny_cnn)
+    assert len(runner.sessions) == chosen and runner.config.instances == chosen
+    assert runner.policy.batch_cap == caps[chosen] and runner.policy.instances == chosen
+    assert runner.layouts == rates  # every layout was built and predicted
+    assert sorted(closed) == sorted(n for n in rates if n != chosen)  # the others were closed, the chosen one not
+
+
 def test_auto_instances_judge_each_layout_by_simulating_its_curve(tiny_cnn):
     config = ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances="auto", threads=2,
                            max_batch=2, latency_budget_ms=50)

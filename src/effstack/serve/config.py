@@ -114,7 +114,7 @@ class ServingConfig:
                 raise ConfigError(f"{key.replace('_', ' ')} must be an integer of at least 1{also}, got {value!r}")
         for key in ("max_queue_delay_ms", "latency_budget_ms", "timeout_ms", "inline_below_ms"):
             value = getattr(self, key)
-            if value is None:
+            if value is None and key != "inline_below_ms":  # inline_below_ms has no "unset": 0 turns it off
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value < 0 or (key in ("latency_budget_ms", "timeout_ms") and value == 0):
