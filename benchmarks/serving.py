@@ -1,22 +1,42 @@
 """Issue 6's serving acceptance measurements, each section bounded in time, all results in one JSON file.
 
-Sections (``--only`` picks some):
+Sections (``--only`` picks some; all of them by default). Times are for the project's 2-core AVX2 machine with
+ResNet-50 INT8 on OpenVINO (~30 images/s offline) and ``--budget-ms 350``:
 
-* ``overhead``: the null engine behind ``effstack serve`` against a bare echo endpoint on the same HTTP stack
-  (Starlette + uvicorn, same request and response bytes), low open-loop load, alternating rounds; p50 ratio.
-* ``capacity``: ``effstack serve MODEL --latency-budget B`` — the highest Poisson rate whose p99 meets the
-  budget (``loadtest --find-max``), as a fraction of the offline throughput of the same engine, precision
-  and batch (the batch cap the server derived from its curve).
-* ``litserve``: LitServe with its own batching serving the same exported ONNX model with onnxruntime, and
-  effstack serving that model with onnxruntime, each searched for its highest rate within the budget.
-* ``overload``: 3x the sustainable rate: 503s and how fast they come, admitted requests' p99, server memory.
-* ``spread`` (not in the default run): batch-1 time with every instance busy, no server; its mean and CV feed
-  ``benchmarks/batcher_sim.py --jitter``, which puts a ceiling on ``capacity``.
+* ``overhead`` (~2 min): the null engine behind ``effstack serve`` against a bare echo endpoint on the same HTTP
+  stack (Starlette + uvicorn, same request and response bytes), low open-loop load, alternating rounds; p50 ratio.
+* ``capacity`` (~5 min): ``effstack serve MODEL --latency-budget B`` — the highest Poisson rate whose p99 meets
+  the budget (``loadtest --find-max``), as a fraction of the offline throughput of the same engine, precision
+  and batch (the batch cap the server derived from its curve); next to it, the ceiling of the same run.
+* ``ceiling`` (~4 min; ``spread`` is an old name for it): no server. The layout the capacity section's server
+  chose (or ``--instances``; ``auto`` picks it as the server would) is built, and with every instance busy
+  each instance cycles through the batch sizes 1..max_batch ``--ceiling-runs`` times (instances start at
+  different sizes, so slow drift of the machine hits every size alike): per size the median, p10/p90/p99, CV
+  and the spread of the log of batch time. That measured curve, with its per-size spread, goes through
+  :mod:`effstack.serve.simulate` (the batcher's own ``decide()`` under Poisson load, the policy seeing the
+  measured p99): the highest rate within the budget over the offline rate (the capacity section's, else
+  measured here) is the ceiling the capacity fraction is read against. Written as ``ceiling`` in the JSON,
+  which ``benchmarks/batcher_sim.py --curve-json`` reads.
+* ``auto`` (~9 min): is ``--instances auto`` right? ``--auto-runs`` times (5), each layout auto would try (1
+  and 2 instances on 2 cores) is served for real (``effstack serve --instances N``, alternating which goes
+  first): auto's prediction for it is computed from that server's own measured curve exactly as auto computes
+  it, and its real sustainable rate is searched with the load generator (``--auto-steps`` steps of
+  ``--auto-step-s``). Reports how often the predicted ranking matches the measured one ("ranking right in 4/5
+  runs"; layouts measured within 5% of each other are a tie and say nothing) and how often auto's pick was
+  the measured best. To fit the time it serves ``--auto-model`` (default ResNet-18, not ResNet-50) at
+  ``--auto-budget-ms`` (default 10x the model's batch-1 time on one instance with every thread, measured
+  first: the budget-to-latency ratio of ResNet-50 at 350 ms).
+* ``litserve`` (~6 min): LitServe with its own batching serving the same exported ONNX model with onnxruntime,
+  and effstack serving that model with onnxruntime, each searched for its highest rate within the budget.
+* ``overload`` (~2 min): 3x the sustainable rate: 503s and how fast they come, admitted requests' p99, server
+  memory.
 
 Servers run as separate processes on 127.0.0.1; the load generator is this process.
 
+    python benchmarks/serving.py --budget-ms 350 --json results/serving.json             # all, ~30 min
+    python benchmarks/serving.py --only capacity,ceiling --budget-ms 350 --json results/serving_ceiling.json
+    python benchmarks/serving.py --only auto --json results/serving_auto.json
     python benchmarks/serving.py --only overhead --duration 3 --json results/serving.json
-    python benchmarks/serving.py --model resnet50 --engine openvino --precision int8 --budget-ms 50
 """
 
 from __future__ import annotations
@@ -24,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import statistics
@@ -41,7 +62,9 @@ from effstack.serve.loadtest import Target, find_max, http_request, prepare, run
 from effstack.serve.server import free_port
 
 HOST = "127.0.0.1"
+SECTIONS = ("overhead", "capacity", "ceiling", "auto", "litserve", "overload")
 CLIENT_MAX_QPS = 2000.0  # where --find-max starts at most: one Python client process cannot send much more
+MEASURED_TIE = 0.05  # auto: layouts measured within this of each other are a tie (find-max resolves ~5%)
 LOGS = Path(tempfile.mkdtemp(prefix="effstack-serving-"))
 
 
@@ -84,8 +107,9 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def effstack_server(args: argparse.Namespace, port: int, *extra: str, engine: str | None = None,
-                    precision: str | None = None, instances: int | None = None) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "effstack", "serve", args.model, "--port", str(port), "--host", HOST,
+                    precision: str | None = None, instances: int | None = None,
+                    model: str | None = None) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "effstack", "serve", model or args.model, "--port", str(port), "--host", HOST,
             "--engine", engine or args.engine, "--precision", precision or args.precision,
             "--max-batch", str(args.max_batch), "--instances", str(instances or args.instances), *extra]
     return start(argv, f"http://{HOST}:{port}/v2/health/ready", f"effstack-{port}")
@@ -181,12 +205,19 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
             stop(echo)
 
 
-def offline_throughput(args: argparse.Namespace, engine: str, precision: str, batch: int) -> float:
+def server_info(port: int, name: str) -> dict[str, Any]:
+    """What the server reports of its model: its serving config, batch cap, measured p99 curve, layouts tried."""
+    config = get_json(f"http://{HOST}:{port}/v2/models/{name}/config")
+    return json.loads(config["parameters"]["effstack"]["string_value"])
+
+
+def offline_throughput(args: argparse.Namespace, engine: str, precision: str, batch: int,
+                       model_spec: str | None = None) -> float:
     from effstack.measure.scenarios import offline
     from effstack.engines import SessionOptions, get_engine
     from effstack.models import load_model
 
-    model = load_model(args.model)
+    model = load_model(model_spec or args.model)
     with get_engine(engine).load(model, SessionOptions(precision=precision, batch=batch)) as session:
         r = offline(session, model.input.example(batch), duration_s=args.duration, repeats=3)
     return r.throughput.median
@@ -205,8 +236,7 @@ def capacity(args: argparse.Namespace, engine: str | None = None, precision: str
     server = effstack_server(args, port, "--latency-budget", f"{args.budget_ms}ms", engine=engine,
                              precision=precision, instances=instances)
     try:
-        config = get_json(f"http://{HOST}:{port}/v2/models/{_name(args)}/config")
-        info = json.loads(config["parameters"]["effstack"]["string_value"])
+        info = server_info(port, _name(args.model))
         cap = int(info["batch_cap"])
         # the denominator is the engine's best offline rate, not the server's layout's: a batch of at least 8
         # with the engine's default settings for it (OpenVINO: THROUGHPUT hint, all streams busy)
@@ -228,10 +258,10 @@ def capacity(args: argparse.Namespace, engine: str | None = None, precision: str
         stop(server)
 
 
-def _name(args: argparse.Namespace) -> str:
+def _name(model: str) -> str:
     from effstack.serve.repository import resolve_target
 
-    return next(iter(resolve_target(args.model, {})))
+    return next(iter(resolve_target(model, {})))
 
 
 def litserve_main(port: int, onnx_path: str, max_batch: int, batch_timeout: float) -> None:
@@ -375,42 +405,204 @@ def overload(args: argparse.Namespace, sustainable_qps: float | None) -> dict[st
                          and fast_503 is not None and fast_503 <= 5.0)}
 
 
-def spread(args: argparse.Namespace) -> dict[str, Any]:
-    """Batch-1 time on every instance at once (as when the server is saturated): mean, spread, rate.
+def busy_curve(sessions: list[Any], spec: Any, max_batch: int, runs: int) -> dict[int, list[float]]:
+    """Seconds per batch at every size 1..max_batch with every session busy: each session cycles through the sizes
+    ``runs`` times, starting at a different size, and keeps running (untimed) until the others are done too."""
+    from effstack.serve.repository import run_on_each
 
-    The figures ``benchmarks/batcher_sim.py --jitter/--offline`` need to put a ceiling on the capacity section.
+    sizes = list(range(1, max_batch + 1))
+    examples = {b: spec.example(b, seed=b) for b in sizes}
+    laps: dict[int, list[float]] = {b: [] for b in sizes}
+    lock, done, finished = threading.Lock(), threading.Event(), [0]
+
+    def loop(i: int, session: Any) -> None:
+        start = i * len(sizes) // len(sessions)
+        mine: dict[int, list[float]] = {b: [] for b in sizes}
+        try:
+            for _ in range(runs):
+                for b in sizes[start:] + sizes[:start]:
+                    if done.is_set():  # another session failed
+                        return
+                    t0 = time.perf_counter()
+                    session.run(examples[b])
+                    mine[b].append(time.perf_counter() - t0)
+        except BaseException:
+            done.set()
+            raise
+        with lock:
+            for b in sizes:
+                laps[b] += mine[b]
+            finished[0] += 1
+            if finished[0] == len(sessions):
+                done.set()
+        while not done.is_set():  # the others' last batches still run with every instance busy
+            session.run(examples[1])
+
+    run_on_each(sessions, loop, "effstack-ceiling")
+    return laps
+
+
+def ceiling(args: argparse.Namespace, served: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The capacity ceiling from curves measured at every batch size with their spread, simulated.
+
+    ``served``: the capacity section's result (its server's layout and its offline rate are used); without it
+    the layout is ``--instances`` (``auto``: chosen as the server chooses) and the offline rate is measured here.
     """
-    import numpy as np
+    from dataclasses import replace
 
     from effstack.serve.config import ServingConfig
     from effstack.serve.repository import ModelRunner
+    from effstack.serve.simulate import curve_stats, max_rate, measured_curve
 
-    n = 2 if args.instances == "auto" else int(args.instances)
-    runner = ModelRunner.build(ServingConfig(args.model, engine=args.engine, precision=args.precision, instances=n,
-                                             max_batch=1))
-    x = runner.model.input.example(1)
-    laps: list[list[float]] = [[] for _ in runner.sessions]
-
-    def loop(i: int) -> None:
-        end = time.perf_counter() + args.duration
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            runner.sessions[i].run(x)
-            laps[i].append(time.perf_counter() - t0)
-
+    t_start = time.perf_counter()
+    instances: int | str = served["instances"] if served else args.instances
+    config = ServingConfig(args.model, engine=args.engine, precision=args.precision, max_batch=args.max_batch,
+                           instances=instances if instances == "auto" else int(instances),
+                           latency_budget_ms=args.budget_ms)
+    runner = ModelRunner.build(config)  # loads, warms every size up and measures the server's own (5-run) curve
+    n = len(runner.sessions)
     try:
-        threads = [threading.Thread(target=loop, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        laps = busy_curve(runner.sessions, runner.model.input, args.max_batch, args.ceiling_runs)
     finally:
         runner.close()
-    a = np.array(sum(laps, [])) * 1e3
-    out = {"instances": n, "batches": int(a.size), "rate_per_s": a.size / args.duration, "mean_ms": float(a.mean()),
-           "cv": float(a.std() / a.mean()), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
-    print(f"spread: {n} instance(s) at batch 1, all busy: {out['rate_per_s']:.1f}/s, mean {out['mean_ms']:.1f} ms, "
-          f"CV {out['cv']:.3f}, p99 {out['p99_ms']:.1f} ms", flush=True)
+    stats = curve_stats(laps)
+    median, p99, jitter = measured_curve(stats)
+    layout = replace(config, instances=n)
+    policy = layout.policy(p99)  # the server's rules on the well-measured p99 curve
+    rate = max_rate(policy, median, n, jitter=jitter)
+    rate_server = max_rate(runner.policy, median, n, jitter=jitter)  # ... and on the curve the server measured
+    if served:
+        offline_sps, offline_from = served["offline_samples_per_s"], "capacity section"
+    else:
+        offline_sps = offline_throughput(args, args.engine, args.precision, max(policy.batch_cap, 8))
+        offline_from = "measured here"
+    fraction = rate / offline_sps
+    for b, st in stats.items():
+        print(f"  ceiling curve b{b:<3d} median {st['median_ms']:8.1f} ms  p10-p90 {st['p10_ms']:.1f}-"
+              f"{st['p90_ms']:.1f}  p99 {st['p99_ms']:.1f}  CV {st['cv']:.3f}  ({st['runs']} runs)", flush=True)
+    print(f"ceiling: {n} instance(s), batch cap {policy.batch_cap}: simulated max {rate:.1f}/s within p99 "
+          f"{args.budget_ms:g} ms (with the server's own curve as policy: {rate_server:.1f}/s); offline "
+          f"{offline_sps:.1f}/s ({offline_from}) -> ceiling {fraction:.2f}x", flush=True)
+    return {"instances": n, "threads_per_instance": layout.threads_per_instance(), "max_batch": args.max_batch,
+            "budget_ms": args.budget_ms, "runs_per_size": args.ceiling_runs,
+            "curve": {str(b): st for b, st in stats.items()},
+            "server_curve_ms": {str(b): v * 1e3 for b, v in runner.curve_s.items()},
+            "batch_cap": policy.batch_cap, "admission_limit": policy.admission_limit,
+            "server_batch_cap": runner.policy.batch_cap, "simulated_max_rate_qps": rate,
+            "simulated_max_rate_server_curve_qps": rate_server, "offline_samples_per_s": offline_sps,
+            "offline_from": offline_from, "fraction": fraction, "seconds": time.perf_counter() - t_start}
+
+
+def batch1_ms(args: argparse.Namespace, model_spec: str) -> float:
+    """Median batch-1 milliseconds of one session with every thread (the unit a latency budget is set in)."""
+    from effstack.engines import SessionOptions, get_engine
+    from effstack.measure.scenarios import single_stream
+    from effstack.models import load_model
+
+    model = load_model(model_spec)
+    with get_engine(args.engine).load(model, SessionOptions(precision=args.precision)) as session:
+        return single_stream(session, model.input.example(1), duration_s=3.0, repeats=3).latency.p50_ms
+
+
+def auto_instances(args: argparse.Namespace) -> dict[str, Any]:
+    """``--instances auto`` checked: per run, each layout served for real, its prediction against its measured rate."""
+    from effstack.serve.config import ServingConfig
+    from effstack.serve.repository import pick_layout
+    from effstack.serve.simulate import ranking_agreement, sustainable_rate
+
+    t_start = time.perf_counter()
+    model = args.auto_model
+    budget = args.auto_budget_ms
+    budget_from = "--auto-budget-ms"
+    if budget is None:  # 10x one instance's batch-1 time, rounded up to 10 ms (also builds the INT8 artifact)
+        t1 = batch1_ms(args, model)
+        budget = 10.0 * math.ceil(t1)
+        budget_from = f"10 x batch-1 p50 {t1:.1f} ms (one instance, every thread), rounded up"
+    layouts = ServingConfig(instances="auto").instance_layouts()
+    name = _name(model)
+    print(f"auto: {model} {args.engine}/{args.precision}, layouts {layouts}, p99 budget {budget:g} ms ({budget_from})",
+          flush=True)
+    runs = []
+    for i in range(args.auto_runs):
+        predicted, measured, caps, curves, steps = {}, {}, {}, {}, {}
+        order = layouts if i % 2 == 0 else layouts[::-1]
+        for n in order:
+            port = free_port()
+            server = effstack_server(args, port, "--latency-budget", f"{budget}ms", instances=n, model=model)
+            try:
+                info = server_info(port, name)
+                curve = {int(b): ms / 1e3 for b, ms in info["latency_curve_ms"].items()}
+                # what auto computes for this layout: the batcher simulated on the curve the server measured
+                predicted[n] = sustainable_rate(ServingConfig.from_dict(info["serving"]).policy(curve), curve, n)
+                caps[n], curves[n] = int(info["batch_cap"]), info["latency_curve_ms"]
+                target = run(prepare(f"http://{HOST}:{port}", batch=1))
+                start_qps = min(CLIENT_MAX_QPS, max(1.0, 0.5 * predicted[n]))  # predictions run high
+                best, found = run(find_max(target, budget, start_qps, args.auto_step_s,
+                                           max_steps=args.auto_steps, max_queries=args.max_queries,
+                                           on_step=lambda r, ok, n=n: _step(f"auto run {i} {n} inst", r, ok)))
+                measured[n], steps[n] = best, [s.to_dict() for s in found]
+            finally:
+                stop(server)
+        right = ranking_agreement(predicted, measured, tie=MEASURED_TIE)
+        pick = pick_layout(predicted, caps)
+        top = max((m or 0.0) for m in measured.values())
+        pick_right = (measured[pick] or 0.0) >= (1 - MEASURED_TIE) * top  # within a tie of the measured best
+        runs.append({"order": order, "predicted_qps": predicted, "measured_qps": measured, "batch_cap": caps,
+                     "curve_ms": curves, "ranking_right": right, "auto_pick": pick, "auto_pick_right": pick_right,
+                     "steps": steps})
+        figures = ", ".join(f"{n} inst predicted {predicted[n]:.1f}/s measured {measured[n] or 0:.1f}/s"
+                            for n in layouts)
+        print(f"auto run {i}: {figures}: ranking {'tie' if right is None else 'right' if right else 'WRONG'}, "
+              f"auto picks {pick} ({'right' if pick_right else 'WRONG'})", flush=True)
+    n_right = sum(r["ranking_right"] is True for r in runs)
+    ties = sum(r["ranking_right"] is None for r in runs)
+    picks = sum(r["auto_pick_right"] for r in runs)
+    summary = (f"ranking right in {n_right}/{len(runs)} runs ({ties} measured ties); auto's pick the measured best "
+               f"in {picks}/{len(runs)}")
+    print(f"auto: {summary}", flush=True)
+    return {"model": model, "engine": args.engine, "precision": args.precision, "budget_ms": budget,
+            "budget_from": budget_from, "layouts": layouts, "max_batch": args.max_batch, "step_s": args.auto_step_s,
+            "runs": runs, "ranking_right": n_right, "ties": ties, "auto_pick_right": picks, "of": len(runs),
+            "summary": summary, "seconds": time.perf_counter() - t_start}
+
+
+def readme_lines(results: dict[str, Any], budget_ms: float) -> list[dict[str, str]]:
+    """The sections' headline figures as ``{"what", "figure", "spread"}`` lines (``effstack.report.results``)."""
+    out = []
+    if "overhead" in results:
+        o = results["overhead"]
+        out.append({"what": f"null engine / bare echo, p50 at {o['rate_qps']:g}/s, goal <= 1.3x",
+                    "figure": f"{o['ratio']:.2f}x", "spread": f"{o['p50_ms']['effstack_null']:.2f} vs "
+                                                              f"{o['p50_ms']['echo']:.2f} ms"})
+    c, ceil = results.get("capacity"), results.get("ceiling")
+    if c:
+        out.append({"what": f"highest Poisson rate within p99 {budget_ms:g} ms / offline ({c['engine']} "
+                            f"{c['precision']}, {c['instances']} instance(s)), goal >= 0.8x",
+                    "figure": f"{c['fraction']:.2f}x",
+                    "spread": f"{c['max_rate_qps'] or 0:.1f} vs {c['offline_samples_per_s']:.1f}/s"})
+    if ceil:
+        cv = ceil["curve"].get(str(ceil["batch_cap"]), {}).get("cv")
+        out.append({"what": f"ceiling: the batcher simulated on the curve measured at b1..b{ceil['max_batch']} with "
+                            f"every instance busy ({ceil['runs_per_size']} cycles), / offline",
+                    "figure": f"{ceil['fraction']:.2f}x",
+                    "spread": f"{ceil['simulated_max_rate_qps']:.1f}/s"
+                              + (f"; CV at the batch cap {ceil['batch_cap']}: {cv:.3f}" if cv is not None else "")})
+    if "auto" in results:
+        a = results["auto"]
+        out.append({"what": f"--instances auto, predicted vs measured ranking of layouts {a['layouts']} "
+                            f"({a['model']}, p99 {a['budget_ms']:g} ms)",
+                    "figure": f"right in {a['ranking_right']}/{a['of']} runs",
+                    "spread": f"{a['ties']} measured ties; auto's pick the measured best in "
+                              f"{a['auto_pick_right']}/{a['of']}"})
+    lit = results.get("litserve")
+    if lit and "ratio" in lit:
+        out.append({"what": "effstack / LitServe, highest rate within the budget, same ONNX model, goal >= 1.5x",
+                    "figure": "-" if lit["ratio"] is None else f"{lit['ratio']:.2f}x", "spread": "-"})
+    over = results.get("overload")
+    if over and "admitted_p99_ms" in over:
+        out.append({"what": "overload at 3x: admitted p99 / 503 p99 from the scheduled send",
+                    "figure": f"{over['admitted_p99_ms'] or 0:.0f} ms / {over['error_p99_ms'] or 0:.1f} ms",
+                    "spread": f"alive {over['alive']}"})
     return out
 
 
@@ -422,8 +614,7 @@ def main() -> int:
         litserve_main(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="overhead,capacity,litserve,overload",
-                   help="sections, comma-separated (also: spread, the batch-1 time with all instances busy)")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated: {', '.join(SECTIONS)}")
     p.add_argument("--model", default="resnet50")
     p.add_argument("--engine", default="openvino")
     p.add_argument("--precision", default="int8")
@@ -442,16 +633,36 @@ def main() -> int:
     p.add_argument("--overload-s", type=float, default=60.0)
     p.add_argument("--sustainable-qps", type=float, help="overload: skip capacity and use this rate")
     p.add_argument("--litserve-timeout-ms", type=float, default=5.0, help="LitServe's batch_timeout")
+    p.add_argument("--ceiling-runs", type=int, default=20,
+                   help="ceiling: cycles through batch sizes 1..max-batch per instance (20: ~3 min for ResNet-50 INT8 "
+                   "at max-batch 16; the time grows with max-batch squared)")
+    p.add_argument("--auto-model", default="resnet18", help="auto: the model served (smaller than ResNet-50 to fit)")
+    p.add_argument("--auto-budget-ms", type=float, help="auto: p99 budget (default: 10x the batch-1 time, measured)")
+    p.add_argument("--auto-runs", type=int, default=5, help="auto: runs, each serving every layout")
+    p.add_argument("--auto-step-s", type=float, default=6.0, help="auto: seconds per find-max step")
+    p.add_argument("--auto-steps", type=int, default=5, help="auto: find-max steps per layout and run")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
-    sections = set(args.only.split(","))
+    sections = {"ceiling" if s == "spread" else s for s in args.only.split(",")}
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
     results: dict[str, Any] = {"args": vars(args), "logs": str(LOGS)}
-    if "spread" in sections:
-        results["spread"] = spread(args)
     if "overhead" in sections:
         results["overhead"] = overhead(args)
     if "capacity" in sections:
         results["capacity"] = capacity(args)
+    if "ceiling" in sections:
+        results["ceiling"] = ceiling(args, results.get("capacity"))
+        if "capacity" in results:  # the measured fraction next to the ceiling from the same run
+            cap, ceil = results["capacity"], results["ceiling"]
+            cap.update(ceiling_fraction=ceil["fraction"], ceiling_max_rate_qps=ceil["simulated_max_rate_qps"],
+                       of_ceiling=cap["fraction"] / ceil["fraction"] if ceil["fraction"] else None)
+            print(f"capacity: {cap['fraction']:.2f}x of offline measured, against a simulated ceiling of "
+                  f"{ceil['fraction']:.2f}x ({cap['max_rate_qps'] or 0:.1f}/s vs "
+                  f"{ceil['simulated_max_rate_qps']:.1f}/s)", flush=True)
+    if "auto" in sections:
+        results["auto"] = auto_instances(args)
     if "litserve" in sections:
         results["litserve"] = litserve(args, results.get("capacity"))
     if "overload" in sections:
@@ -460,7 +671,8 @@ def main() -> int:
     if args.json:
         from effstack.hardware import library_versions, machine_info
 
-        results.update(machine=machine_info(), versions=library_versions())
+        results.update(readme=readme_lines(results, args.budget_ms), machine=machine_info(),
+                       versions=library_versions())
         atomic_write_text(args.json, json.dumps(results, indent=1, default=str) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+NOT_OBSERVED = "not observed"  # a layer's precision the engine could not read back (never the one asked for)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ class Session(ABC):
     def executed_precision(self) -> dict[str, int]:
         """Count of compute operations by the precision their kernels actually ran in.
 
-        E.g. ``{"int8": 54, "fp32": 3}``. Engines that cannot introspect return the precision asked for.
+        E.g. ``{"int8": 54, "fp32": 3}``; layers an engine could not read back count under :data:`NOT_OBSERVED`
+        (the PyTorch engines before their first run). This base default returns the precision asked for.
         """
         return {self.precision: 1}
 

@@ -1,7 +1,13 @@
-"""PyTorch eager: the baseline every speed-up is measured against (fp32, bf16 through autocast)."""
+"""PyTorch eager: the baseline every speed-up is measured against (fp32, bf16 through autocast).
+
+The precision each compute layer ran in is observed, not assumed: forward hooks on the Conv/Linear layers
+record their output dtype during the session's first run (under autocast, what the kernel computed in), then
+are removed, so later runs pay nothing. Before that first run every layer reads :data:`NOT_OBSERVED`.
+"""
 
 from __future__ import annotations
 
+import threading
 from contextlib import nullcontext
 from typing import Any
 
@@ -9,18 +15,43 @@ import numpy as np
 
 from ..errors import EngineError, PrecisionError
 from ..hardware import has_native_bf16
-from .base import Engine, Session, SessionOptions
+from .base import NOT_OBSERVED, Engine, Session, SessionOptions, count_precisions
 
 _COMPUTE = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear", "MultiheadAttention")
+_DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "int8": "int8", "uint8": "int8",
+                "float64": "fp64"}
+
+
+def precision_of(dtype: Any) -> str:
+    """effstack's name for a torch dtype: ``torch.bfloat16`` -> ``"bf16"`` (unknown ones keep torch's name)."""
+    name = str(dtype).replace("torch.", "")
+    return _DTYPE_NAMES.get(name, name)
+
+
+def compute_layers(module: Any) -> list[tuple[str, Any]]:
+    """``(name, module)`` of the compute layers (convolutions, linear, attention) of an ``nn.Module``."""
+    if not hasattr(module, "named_modules"):
+        return []
+    return [(name or type(m).__name__, m) for name, m in module.named_modules() if type(m).__name__ in _COMPUTE]
 
 
 class TorchSession(Session):
-    """Runs an ``nn.Module`` under ``torch.inference_mode`` (and bf16 autocast when asked)."""
+    """Runs an ``nn.Module`` under ``torch.inference_mode`` (and bf16 autocast when asked).
 
-    def __init__(self, engine: str, model: Any, options: SessionOptions, module: Any = None):
+    ``observed``: a mapping that someone else fills with layer name -> precision (torch.compile's backend,
+    from the graph it compiles); without it the session observes its own first run with forward hooks.
+    """
+
+    def __init__(self, engine: str, model: Any, options: SessionOptions, module: Any = None,
+                 observed: dict[str, str] | None = None):
         import torch
 
         super().__init__(engine, model, options)
+        layers = compute_layers(model.module)
+        self._layer_names = [name for name, _ in layers]
+        self._layers: dict[str, str] = {} if observed is None else observed
+        self._observer: int | None = None  # the thread whose run the hooks are recording
+        self._hooks = [m.register_forward_hook(self._recorder(name)) for name, m in layers] if observed is None else []
         torch.set_num_threads(options.n_threads)  # process-wide in torch; recorded in settings()
         self._torch = torch
         self._channels_last = bool(options.knobs.get("channels_last", False)) and len(model.input.shape) == 3
@@ -35,23 +66,50 @@ class TorchSession(Session):
             return self._torch.autocast("cpu", dtype=self._torch.bfloat16)
         return nullcontext()
 
+    def _recorder(self, name: str) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            if self._observer == threading.get_ident():  # this session's run (the module may be shared)
+                t = output[0] if isinstance(output, (tuple, list)) and output else output
+                if hasattr(t, "dtype"):
+                    self._layers[name] = precision_of(t.dtype)
+
+        return hook
+
+    def _stop_observing(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
     def run(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
         t = torch.from_numpy(x)
         if self._channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._context():
-            y = self.module(t)
+        observing = bool(self._hooks)
+        if observing:
+            self._observer = threading.get_ident()
+        try:
+            with torch.inference_mode(), self._context():
+                y = self.module(t)
+        finally:
+            if observing:
+                self._observer = None
+        if observing and self._layers:
+            self._stop_observing()  # observed once: later runs pay nothing
         if isinstance(y, (tuple, list)):
             y = y[0]
         if y.dtype != torch.float32:
             y = y.float()
         return y.numpy()
 
+    def layer_precisions(self) -> dict[str, str]:
+        """Each compute layer -> the dtype its output had in an observed run (:data:`NOT_OBSERVED` before one,
+        or for a layer the run never reached)."""
+        layers = dict(self._layers)
+        return {**{name: layers.pop(name, NOT_OBSERVED) for name in self._layer_names}, **layers}
+
     def executed_precision(self) -> dict[str, int]:
-        # Under CPU autocast, convolutions and linear layers run in bf16; other ops stay in fp32.
-        n = sum(type(m).__name__ in _COMPUTE for m in self.module.modules()) if hasattr(self.module, "modules") else 0
-        return {self.precision: n or 1}
+        return count_precisions(self.layer_precisions()) or {NOT_OBSERVED: 1}
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -59,6 +117,9 @@ class TorchSession(Session):
             "channels_last": self._channels_last,
             **{k: v for k, v in self.options.knobs.items() if k != "channels_last"},
         }
+
+    def close(self) -> None:
+        self._stop_observing()  # the module may outlive the session (the model owns it)
 
 
 class TorchEagerEngine(Engine):

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from ..engines.base import NOT_OBSERVED
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..measure.row import ResultRow
 
@@ -40,13 +42,14 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _precision(row: "ResultRow") -> str:
-    """``int8 → int8 54/54``: what was asked, what the kernels ran, and how many compute layers ran it."""
+    """``int8 → int8 54/54``: what was asked, what the kernels ran, and how many compute layers ran it
+    (``fp32 → not observed`` where the engine could not read it back)."""
     ran = row.executed_precision
     counts = row.executed_counts or {}
     total = sum(counts.values())
-    if not ran or not total:
+    if not ran or not total or ran not in counts or ran == NOT_OBSERVED:  # a mix is already spelt out in ``ran``
         return row.precision if not ran or ran == row.precision else f"{row.precision} → {ran}"
-    return f"{row.precision} → {ran} {counts.get(ran, 0)}/{total}"
+    return f"{row.precision} → {ran} {counts[ran]}/{total}"
 
 
 def _throughput(row: "ResultRow") -> str:

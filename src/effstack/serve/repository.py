@@ -32,7 +32,7 @@ from .errors import ModelNotReady
 from .protocol import TensorMeta, datatype_of
 from .workers import Batcher, lower_priority, thread_ids
 
-__all__ = ["CURVE_REPEATS", "ModelRepository", "ModelRunner", "ModelState", "resolve_target"]
+__all__ = ["CURVE_REPEATS", "ModelRepository", "ModelRunner", "ModelState", "pick_layout", "resolve_target"]
 
 log = logging.getLogger("effstack.serve")
 
@@ -145,9 +145,8 @@ class ModelRunner:
             for r in runners:
                 r.close()
             raise
-        top = max(rates.values())
-        near = [r for r in runners if rates[len(r.sessions)] >= top / (1 + AUTO_MARGIN)]
-        best = min(near, key=lambda r: (r.policy.batch_cap, len(r.sessions)))
+        n_best = pick_layout(rates, {len(r.sessions): r.policy.batch_cap for r in runners})
+        best = next(r for r in runners if len(r.sessions) == n_best)
         for r in runners:
             if r is not best:
                 r.close()
@@ -159,12 +158,9 @@ class ModelRunner:
         """Samples/s this layout is predicted to sustain: with a latency budget, the highest Poisson rate whose
         simulated p99 (the batcher's own rules on the measured curve) meets it; without one, the curve's best
         throughput over all instances."""
-        from .simulate import max_rate, peak_rate
+        from .simulate import sustainable_rate
 
-        n = len(self.sessions)
-        if self.policy.latency_budget_s is None:
-            return peak_rate(self.curve_s, n, self.policy.max_batch)
-        return max_rate(self.policy, self.curve_s, n)
+        return sustainable_rate(self.policy, self.curve_s, len(self.sessions))
 
     def close(self) -> None:
         """Close the sessions (a runner that never started, or after :meth:`stop` drained it)."""
@@ -218,6 +214,20 @@ class ModelRunner:
         if b is None:
             return ModelState(ready=ready)
         return ModelState(b.queue.samples, b.in_flight, b.queue.limit, b.queue.pace, ready)
+
+
+def pick_layout(rates: dict[int, float], batch_caps: dict[int, int], margin: float | None = None) -> int:
+    """``instances="auto"``'s choice among layouts (instance count -> predicted samples/s, -> batch cap): of those
+    predicted within ``margin`` (default :data:`AUTO_MARGIN`) of the best, the smallest batch cap, then the
+    fewest instances.
+
+    Example:
+        >>> pick_layout({1: 27.0, 2: 28.3}, {1: 1, 2: 1}), pick_layout({1: 28.25, 2: 28.3}, {1: 3, 2: 1})
+        (1, 2)
+    """
+    top = max(rates.values())
+    near = [n for n, r in rates.items() if r >= top / (1 + (AUTO_MARGIN if margin is None else margin))]
+    return min(near, key=lambda n: (batch_caps[n], n))
 
 
 def _load_instances(engine: Any, model: Any, config: ServingConfig) -> tuple[list[Any], list[Any]]:
@@ -275,34 +285,44 @@ def warm_up(sessions: Sequence[Any], spec: Any, max_batch: int,
     timer = Timer(warmup_iters=1, warmup_s=0.0)
     curves: list[dict[int, float]] = [{} for _ in sessions]
     outputs: list[Any] = [None] * len(sessions)
-    errors: list[BaseException] = []
     examples = {b: spec.example(b, seed=b) for b in range(1, max_batch + 1)}
 
     def one(i: int, session: Any) -> None:
+        for b in range(1, max_batch + 1):
+            y = np.asarray(session.run(examples[b]))
+            if y.ndim == 0 or y.shape[0] != b:
+                raise ConfigError(f"the engine returns shape {y.shape} for a batch of {b}; the batch axis "
+                                  "must come first to batch requests")
+            if b == 1:
+                outputs[i] = y
+        for b in _curve_sizes(max_batch):
+            laps = timer.loop(lambda x=examples[b]: session.run(x), iterations=repeats)
+            curves[i][b] = percentile(laps, 99) / 1e9
+
+    run_on_each(sessions, one, "effstack-warmup")
+    curve = {b: max(c[b] for c in curves) for b in curves[0]}
+    y = outputs[0]
+    return curve, TensorMeta("output", datatype_of(y.dtype), [-1, *y.shape[1:]])
+
+
+def run_on_each(sessions: Sequence[Any], fn: Any, name: str = "effstack-instance") -> None:
+    """Call ``fn(i, session)`` for every session at once, each on a thread of its own (as when serving), and
+    re-raise the first error on the caller's thread once all have returned."""
+    errors: list[BaseException] = []
+
+    def one(i: int, session: Any) -> None:
         try:
-            for b in range(1, max_batch + 1):
-                y = np.asarray(session.run(examples[b]))
-                if y.ndim == 0 or y.shape[0] != b:
-                    raise ConfigError(f"the engine returns shape {y.shape} for a batch of {b}; the batch axis "
-                                      "must come first to batch requests")
-                if b == 1:
-                    outputs[i] = y
-            for b in _curve_sizes(max_batch):
-                laps = timer.loop(lambda x=examples[b]: session.run(x), iterations=repeats)
-                curves[i][b] = percentile(laps, 99) / 1e9
-        except BaseException as exc:  # re-raised on the caller's thread
+            fn(i, session)
+        except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=one, args=(i, s), name=f"effstack-warmup{i}") for i, s in enumerate(sessions)]
+    threads = [threading.Thread(target=one, args=(i, s), name=f"{name}{i}") for i, s in enumerate(sessions)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
-    curve = {b: max(c[b] for c in curves) for b in curves[0]}
-    y = outputs[0]
-    return curve, TensorMeta("output", datatype_of(y.dtype), [-1, *y.shape[1:]])
 
 
 @dataclass

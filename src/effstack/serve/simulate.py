@@ -5,7 +5,11 @@ can drive it: Poisson arrivals, instances that take the curve's time for each ba
 spread), 503s where admission refuses, the pace observed as the server's shell observes it. This is how the
 latency-budget rules were chosen (``benchmarks/batcher_sim.py``), and how ``--instances auto`` compares
 instance layouts at load: each layout's measured curve, simulated, gives the highest rate it would sustain
-within the budget.
+within the budget (:func:`sustainable_rate`).
+
+The spread of batch time may be one figure or one per batch size: :func:`curve_stats` summarises batch times
+measured at every size (``benchmarks/serving.py --only ceiling``) and :func:`measured_curve` turns that into
+the median curve, the p99 curve the policy sees and the per-size spread the simulation draws from.
 
 >>> p = BatchingPolicy(max_batch=4, latency_budget_s=0.1, latency_curve={1: 0.01, 4: 0.04})
 >>> r = simulate(p, {1: 0.01, 4: 0.04}, instances=1, rate=20.0, seconds=10)
@@ -17,22 +21,35 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
 import numpy as np
 
 from .batcher import BatchingPolicy, BatchQueue, Pending, decide, expired_head, interpolate
 from .errors import QueueFull
 
-__all__ = ["max_rate", "peak_rate", "simulate"]
+__all__ = ["curve_stats", "max_rate", "measured_curve", "peak_rate", "ranking_agreement", "simulate",
+           "sustainable_rate"]
+
+Jitter = Union[float, Mapping[int, float]]  # sigma of the log of batch time: one figure, or per batch size
+
+
+def _sigma(jitter: Jitter, samples: int) -> float:
+    """The spread for a batch of ``samples``: the figure, or the per-size mapping interpolated (sizes beyond the
+    largest measured one keep its spread)."""
+    if isinstance(jitter, Mapping):
+        sizes = sorted(jitter)
+        return float(jitter[sizes[-1]]) if samples >= sizes[-1] else interpolate(jitter, samples)
+    return float(jitter)
 
 
 def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: int, rate: float, seconds: float,
-             seed: int = 0, jitter: float = 0.05, overhead_s: float = 0.002) -> dict[str, float]:
+             seed: int = 0, jitter: Jitter = 0.05, overhead_s: float = 0.002) -> dict[str, float]:
     """Run ``seconds`` of Poisson arrivals at ``rate`` (one sample each) against ``instances`` that take
-    ``curve_s[b]`` (median seconds, interpolated) per batch of ``b``, spread by ``jitter`` (sigma of the log),
-    plus ``overhead_s``. Returns the p50/p99 latency of answered requests in ms and the refused share."""
+    ``curve_s[b]`` (median seconds, interpolated) per batch of ``b``, spread by ``jitter`` (sigma of the log;
+    one figure, or ``{batch: sigma}`` measured per size), plus ``overhead_s``. Returns the p50/p99 latency of
+    answered requests in ms and the refused share."""
     curve = dict(curve_s)
     rng = np.random.default_rng(seed)
     queue = BatchQueue(policy)
@@ -66,7 +83,7 @@ def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
             queue.apply(d)
             if d.launch:
                 samples = sum(p.n for p in d.launch)
-                took = interpolate(curve, samples) * math.exp(rng.normal(0, jitter)) + overhead_s
+                took = interpolate(curve, samples) * math.exp(rng.normal(0, _sigma(jitter, samples))) + overhead_s
                 tie += 1
                 heapq.heappush(events, (now + took, 2, tie, (idle.pop(0), d.launch, took)))
                 continue
@@ -95,7 +112,7 @@ def peak_rate(curve_s: Mapping[int, float], instances: int, max_batch: int, over
 
 
 def max_rate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: int, requests: int = 4000,
-             max_refused: float = 0.01, jitter: float = 0.1, tolerance: float = 0.01, seed: int = 0,
+             max_refused: float = 0.01, jitter: Jitter = 0.1, tolerance: float = 0.01, seed: int = 0,
              overhead_s: float = 0.002) -> float:
     """The highest Poisson rate whose simulated p99 stays within the policy's budget with at most
     ``max_refused`` refused, to within ``tolerance`` (relative) of the bisection's upper bound.
@@ -123,3 +140,82 @@ def max_rate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
         else:
             hi = mid
     return lo
+
+
+def sustainable_rate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: int) -> float:
+    """Samples/s ``instances`` running ``curve_s`` are predicted to sustain under ``policy`` (what
+    ``--instances auto`` ranks layouts by): with a latency budget, :func:`max_rate` (the batcher's own rules on
+    the curve, Poisson load); without one, the curve's best throughput over all instances (:func:`peak_rate`)."""
+    if policy.latency_budget_s is None:
+        return peak_rate(curve_s, instances, policy.max_batch)
+    return max_rate(policy, curve_s, instances)
+
+
+def curve_stats(laps_s: Mapping[int, Sequence[float]]) -> dict[int, dict[str, float]]:
+    """Per batch size, the spread of its measured batch times (seconds): ``runs``, ``median_ms``, ``mean_ms``,
+    ``p10_ms``, ``p90_ms``, ``p99_ms``, ``cv`` (std / mean) and ``sigma_log`` (std of the log: the
+    log-normal spread :func:`simulate` draws from). Sizes without any time are left out.
+
+    Example:
+        >>> s = curve_stats({1: [0.010, 0.010, 0.010], 2: []})
+        >>> list(s), s[1]["median_ms"], s[1]["cv"]
+        ([1], 10.0, 0.0)
+    """
+    out: dict[int, dict[str, float]] = {}
+    for b in sorted(laps_s):
+        a = np.asarray(laps_s[b], dtype=np.float64)
+        if a.size == 0:
+            continue
+        p10, p50, p90, p99 = np.percentile(a, (10, 50, 90, 99)) * 1e3
+        out[int(b)] = {"runs": int(a.size), "median_ms": float(p50), "mean_ms": float(a.mean() * 1e3),
+                       "p10_ms": float(p10), "p90_ms": float(p90), "p99_ms": float(p99),
+                       "cv": float(a.std() / a.mean()) if a.mean() > 0 else 0.0,
+                       "sigma_log": float(np.log(np.maximum(a, 1e-12)).std())}
+    return out
+
+
+def measured_curve(stats: Mapping[Any, Mapping[str, float]]) -> tuple[dict[int, float], dict[int, float],
+                                                                       dict[int, float]]:
+    """``(median curve, p99 curve, per-size sigma)`` in seconds from :func:`curve_stats` output (batch sizes may
+    be JSON strings): the simulation runs the medians spread by the sigmas; the policy, like the server's,
+    sees the p99.
+
+    Raises:
+        ValueError: no batch size in ``stats``.
+
+    Example:
+        >>> measured_curve({"1": {"median_ms": 10.0, "p99_ms": 12.0, "sigma_log": 0.05}})
+        ({1: 0.01}, {1: 0.012}, {1: 0.05})
+    """
+    if not stats:
+        raise ValueError("the measured curve has no batch size")
+    sizes = sorted(int(b) for b in stats)
+    row = {int(b): v for b, v in stats.items()}
+    return ({b: row[b]["median_ms"] / 1e3 for b in sizes}, {b: row[b]["p99_ms"] / 1e3 for b in sizes},
+            {b: float(row[b]["sigma_log"]) for b in sizes})
+
+
+def ranking_agreement(predicted: Mapping[int, float], measured: Mapping[int, float | None],
+                      tie: float = 0.05) -> bool | None:
+    """Whether predictions rank layouts as their measured rates do.
+
+    Every pair of layouts whose measured rates differ by more than ``tie`` (relative to the higher; a layout
+    that sustained no rate counts as 0) must be predicted in the same order (a predicted tie is wrong); pairs
+    measured within ``tie`` of each other say nothing. Returns None when no pair could be told apart.
+
+    Example:
+        >>> ranking_agreement({1: 22.8, 2: 28.3}, {1: 13.6, 2: 21.5})
+        True
+        >>> ranking_agreement({1: 30.0, 2: 28.3}, {1: 13.6, 2: 21.5}), ranking_agreement({1: 9, 2: 8}, {1: 20, 2: 20.5})
+        (False, None)
+    """
+    layouts = sorted(predicted)
+    verdict: bool | None = None
+    for i, a in enumerate(layouts):
+        for b in layouts[i + 1:]:
+            ma, mb = measured.get(a) or 0.0, measured.get(b) or 0.0
+            if abs(ma - mb) <= tie * max(ma, mb):
+                continue
+            right = (predicted[a] - predicted[b]) * (ma - mb) > 0
+            verdict = right and verdict is not False
+    return verdict
