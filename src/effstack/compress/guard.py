@@ -72,6 +72,8 @@ def offline_measure(duration_s: float = 1.0, repeats: int = 3) -> Measure:
     def measure(session: Any, x: np.ndarray) -> float:
         from ..measure.scenarios import offline
 
-        return float(offline(session, x, duration_s=duration_s, repeats=repeats).throughput.median)
+        spread = offline(session, x, duration_s=duration_s, repeats=repeats).throughput
+        measure.last = spread  # type: ignore[attr-defined]  # the repeats' spread, for the caller's report
+        return float(spread.median)
 
     return measure

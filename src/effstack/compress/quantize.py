@@ -144,6 +144,7 @@ class QuantizeResult:
     skipped: dict[str, str] = field(default_factory=dict)  # calibration methods not built, and why
     speedup: float | None = None
     throughput: dict[str, float] = field(default_factory=dict)
+    throughput_spread: dict[str, dict[str, float]] = field(default_factory=dict)  # min, max, n of the repeats
     best_float: str | None = None
     not_int8: list[str] = field(default_factory=list)
     executed_precision: dict[str, int] = field(default_factory=dict)
@@ -172,7 +173,7 @@ class QuantizeResult:
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("accepted", "reason", "metric", "fp32_score", "int8_score", "drop",
                                            "allowed_drop", "method", "kept_float", "attempts", "skipped", "speedup",
-                                           "throughput", "best_float", "not_int8", "executed_precision", "seconds")}
+                                           "throughput", "throughput_spread", "best_float", "not_int8", "executed_precision", "seconds")}
         d["config"] = self.config.to_dict()
         d["sensitivity"] = [r.to_dict() for r in self.sensitivity]
         d["model_path"] = str(self.model_path) if self.model_path else None
@@ -366,14 +367,21 @@ def _speed_check(res: QuantizeResult, engine: Any, model: LoadedModel, config: Q
     measure = measure or offline_measure(config.bench_seconds, config.bench_repeats)
     batch = np.ascontiguousarray(np.resize(x, (config.batch, *x.shape[1:])))
     floats: dict[str, float] = {}
+    def timed(name: str, session: Any) -> float:
+        rate = float(measure(session, batch))
+        spread = getattr(measure, "last", None)  # offline_measure keeps the repeats' spread
+        if spread is not None:
+            res.throughput_spread[name] = {"min": round(spread.min, 3), "max": round(spread.max, 3), "n": spread.n}
+        return rate
+
     for precision in float_configs(engine):
         try:
             with _load(engine, model, config, precision) as s:
-                floats[precision] = float(measure(s, batch))
+                floats[precision] = timed(precision, s)
         except EffstackError:  # a float precision this machine cannot run is no competitor
             continue
     with _load(engine, model, config, path=res.candidate_path) as s:
-        res.throughput["int8"] = float(measure(s, batch))
+        res.throughput["int8"] = timed("int8", s)
         res.executed_precision = s.executed_precision()
         res.not_int8 = float_layers(s)
     res.throughput.update(floats)

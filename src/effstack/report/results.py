@@ -221,8 +221,97 @@ def _view_figures(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _view_distill(doc: dict[str, Any]) -> str:
+    r = doc["result"]["distill_benchmark"]
+    args = doc["result"].get("args", {})
+    rows = [(row["student"], row["summary"], " ".join(f"{g:+.2f}" for g in row["gain_per_seed"])
+             if row["student"] != "labels" else "-") for row in r["rows"]]
+    return (f"Teacher top-1 {r['teacher_top1']:.2f}; {args.get('labelled', '?')} labelled training digits, "
+            f"{args.get('seeds', '?')} seeds; test top-1 as mean ± sd (range, n):\n\n"
+            + _table(("student", "test top-1", "gain over labels-only, per seed"), rows))
+
+
+def _view_ternary(doc: dict[str, Any]) -> str:
+    r = doc["result"]["ternary_benchmark"]
+    summary, speed, first = r["summary"], r["speed"], r["rows"][0]
+    ran = ", ".join(f"{k} {v}" for k, v in first["ort_executed"].items())
+    rows = [("fp32 top-1", summary["fp32_top1"]), ("ternary top-1 (PyTorch)", summary["ternary_top1"]),
+            ("ternary exported, ONNX Runtime top-1", summary["ternary_ort_int8_top1"]),
+            ("drop, fp32 to ternary (points)", summary["drop"]),
+            ("worst drop on ONNX Runtime (points)", f"{max(x['ort_drop'] for x in r['rows']):.2f}"),
+            ("packed weights / fp32 weights", f"{first['weights_ratio']:.3f} ({first['bits_per_weight']:g} bits a "
+                                              f"weight, {first['packing']})"),
+            ("kernels ONNX Runtime ran", ran),
+            (f"ONNX Runtime b{speed['batch']} ternary-as-INT8 / fp32, {speed['rounds']} paired rounds",
+             f"{speed['speedup_median']:.2f}x ({speed['speedup_min']:.2f}-{speed['speedup_max']:.2f})")]
+    return _table(("what", "figure (mean ± sd (range, n) over seeds)"), rows)
+
+
+def _view_sim2real(doc: dict[str, Any]) -> str:
+    r = doc["result"]
+    rows = [(f"{s['strength']:g}", f"{s['synthetic_top1']:.2f}", f"{s['real_top1']:.2f}", f"{s['ratio']:.3f}",
+             "met" if s["meets_goal"] else "not met") for s in r["summary"]]
+    seeds = sorted({row["model_seed"] for row in r["rows"]})
+    return (f"Trained only on synthetic digits, scored on scikit-learn's real test split; reference trained on the "
+            f"real training split (model seeds {seeds}):\n\n"
+            + _table(("randomization strength", "synthetic-trained top-1", "real-trained top-1", "ratio",
+                      "goal >= 0.9"), rows))
+
+
+def _rate(rate: float | None, spread: dict[str, Any] | None) -> str:
+    if rate is None:
+        return "-"
+    if not spread:
+        return f"{rate:,.0f}/s"
+    return f"{rate:,.0f}/s ({spread['min']:,.0f}-{spread['max']:,.0f}, n={spread['n']})"
+
+
+def _view_quantize(doc: dict[str, Any]) -> str:
+    rows = []
+    for r in doc["result"]["quantize_benchmark"]:
+        if "error" in r:
+            rows.append((r["model"], r.get("engine", "-"), "error", "", "", "", "", r["error"][:80]))
+            continue
+        tp, sp = r.get("throughput", {}), r.get("throughput_spread", {})
+        best = r.get("best_float") or "fp32"
+        verdict = "accepted" if r["accepted"] else "rejected: " + r["reason"].split("; ", 1)[-1][:90]
+        rows.append((r["model"], r["engine"], f"{r['fp32_score']:.2f}", _num(r.get("int8_score"), ".2f"),
+                     _num(r.get("drop"), ".2f"), f"{best} {_rate(tp.get(best), sp.get(best))}",
+                     f"{_rate(tp.get('int8'), sp.get('int8'))} = {_num(r.get('speedup'), '.2f')}x", verdict))
+    a = doc["result"].get("args", {})
+    return (f"Each model trained {a.get('epochs', '?')} epochs on digits at {a.get('size', '?')}², INT8 with the "
+            f"guard ({a.get('method', '?')}, at most {a.get('max_drop', '?')} point lost); speed at batch "
+            f"{a.get('batch', '?')}, median of {a.get('repeats', '?')} repeats of {a.get('bench_seconds', '?')} s "
+            "(range, n):\n\n"
+            + _table(("model", "engine", "fp32 top-1", "int8 top-1", "drop", "best float", "int8", "verdict"), rows))
+
+
+def _view_prune(doc: dict[str, Any]) -> str:
+    r = doc["result"]["prune_benchmark"]
+    rows = [("MACs", f"{r['macs_before']:,} -> {r['macs_after']:,} (x{r['flops_ratio']:.3f})"),
+            ("parameters", f"{r['params_before']:,} -> {r['params_after']:,}"),
+            ("top-1 on the real test digits", f"{r['top1_before']:.2f} -> {r['top1_after']:.2f}"),
+            (f"{r['engine']} samples/s", f"{r['base_samples_per_s']:,.0f} -> {r['fast_samples_per_s']:,.0f}"),
+            ("speed-up, median of paired rounds (range)",
+             f"{r['speedup_median']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})")]
+    return f"{r['model']} on {r['input']}, pruned with torch-pruning and fine-tuned:\n\n" + _table(
+        ("what", "figure"), rows)
+
+
+def _num(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "ladder": _view_ladder, "rows": _view_rows, "figures": _view_figures,
+    "ladder": _view_ladder, "rows": _view_rows, "figures": _view_figures, "distill": _view_distill,
+    "ternary": _view_ternary, "sim2real": _view_sim2real,
+    "quantize": _view_quantize, "prune": _view_prune,
 }
 
 
