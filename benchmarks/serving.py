@@ -17,11 +17,11 @@ ResNet-50 INT8 on OpenVINO (~30 images/s offline) and ``--budget-ms 350``:
   measured p99): the highest rate within the budget over the offline rate (the capacity section's, else
   measured here) is the ceiling the capacity fraction is read against. Written as ``ceiling`` in the JSON,
   which ``benchmarks/batcher_sim.py --curve-json`` reads.
-* ``auto`` (~9 min): is ``--instances auto`` right? ``--auto-runs`` times (5), each layout auto would try (1
+* ``auto`` (~12 min): is ``--instances auto`` right? ``--auto-runs`` times (5), each layout auto would try (1
   and 2 instances on 2 cores) is served for real (``effstack serve --instances N``, alternating which goes
   first): auto's prediction for it is computed from that server's own measured curve exactly as auto computes
   it, and its real sustainable rate is searched with the load generator (``--auto-steps`` steps of
-  ``--auto-step-s``). Reports how often the predicted ranking matches the measured one ("ranking right in 4/5
+  ``--auto-step-s``, from the same start for every layout: half the single-stream rate, not the prediction). Reports how often the predicted ranking matches the measured one ("ranking right in 4/5
   runs"; layouts measured within 5% of each other are a tie and say nothing) and how often auto's pick was
   the measured best. To fit the time it serves ``--auto-model`` (default ResNet-18, not ResNet-50) at
   ``--auto-budget-ms`` (default 10x the model's batch-1 time on one instance with every thread, measured
@@ -514,10 +514,13 @@ def auto_instances(args: argparse.Namespace) -> dict[str, Any]:
     model = args.auto_model
     budget = args.auto_budget_ms
     budget_from = "--auto-budget-ms"
-    if budget is None:  # 10x one instance's batch-1 time, rounded up to 10 ms (also builds the INT8 artifact)
-        t1 = batch1_ms(args, model)
+    t1 = batch1_ms(args, model)  # one instance's batch-1 time with every thread (also builds the INT8 artifact)
+    if budget is None:  # 10x that, rounded up to 10 ms
         budget = 10.0 * math.ceil(t1)
         budget_from = f"10 x batch-1 p50 {t1:.1f} ms (one instance, every thread), rounded up"
+    # every layout's search starts from the same rate, half the single-stream rate: a search anchored on each
+    # layout's own prediction would find exactly that prediction whenever it passes there, and agree with it
+    start_qps = min(CLIENT_MAX_QPS, max(1.0, 0.5 * 1e3 / t1))
     layouts = ServingConfig(instances="auto").instance_layouts()
     name = _name(model)
     print(f"auto: {model} {args.engine}/{args.precision}, layouts {layouts}, p99 budget {budget:g} ms ({budget_from})",
@@ -536,7 +539,6 @@ def auto_instances(args: argparse.Namespace) -> dict[str, Any]:
                 predicted[n] = sustainable_rate(ServingConfig.from_dict(info["serving"]).policy(curve), curve, n)
                 caps[n], curves[n] = int(info["batch_cap"]), info["latency_curve_ms"]
                 target = run(prepare(f"http://{HOST}:{port}", batch=1))
-                start_qps = min(CLIENT_MAX_QPS, max(1.0, 0.5 * predicted[n]))  # predictions run high
                 best, found = run(find_max(target, budget, start_qps, args.auto_step_s,
                                            max_steps=args.auto_steps, max_queries=args.max_queries,
                                            on_step=lambda r, ok, n=n: _step(f"auto run {i} {n} inst", r, ok)))
@@ -561,7 +563,7 @@ def auto_instances(args: argparse.Namespace) -> dict[str, Any]:
                f"in {picks}/{len(runs)}")
     print(f"auto: {summary}", flush=True)
     return {"model": model, "engine": args.engine, "precision": args.precision, "budget_ms": budget,
-            "budget_from": budget_from, "layouts": layouts, "max_batch": args.max_batch, "step_s": args.auto_step_s,
+            "budget_from": budget_from, "batch1_ms": t1, "search_start_qps": start_qps, "layouts": layouts, "max_batch": args.max_batch, "step_s": args.auto_step_s,
             "runs": runs, "ranking_right": n_right, "ties": ties, "auto_pick_right": picks, "of": len(runs),
             "summary": summary, "seconds": time.perf_counter() - t_start}
 
@@ -640,7 +642,7 @@ def main() -> int:
     p.add_argument("--auto-budget-ms", type=float, help="auto: p99 budget (default: 10x the batch-1 time, measured)")
     p.add_argument("--auto-runs", type=int, default=5, help="auto: runs, each serving every layout")
     p.add_argument("--auto-step-s", type=float, default=6.0, help="auto: seconds per find-max step")
-    p.add_argument("--auto-steps", type=int, default=5, help="auto: find-max steps per layout and run")
+    p.add_argument("--auto-steps", type=int, default=7, help="auto: find-max steps per layout and run (to ~5%%)")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
     sections = {"ceiling" if s == "spread" else s for s in args.only.split(",")}
