@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -87,3 +88,36 @@ def test_the_readme_matches_the_committed_results():
     for path in (ROOT / "results").glob("*-*/*.json"):
         doc = results.read_result(path)  # the envelope is complete
         assert path.parent.name == doc["cpu_kind"] and path.stat().st_size <= results.MAX_BYTES
+
+
+def test_a_large_result_is_cut_to_fit_a_committed_file(tmp_path):
+    code = "import json, sys; json.dump({'laps': list(range(200000)), 'keep': 1}, open(sys.argv[1], 'w'))"
+    path = _record(tmp_path, code=code)
+    doc = results.read_result(path)
+    assert path.stat().st_size <= results.MAX_BYTES and doc["result"]["keep"] == 1
+    assert doc["result"]["laps"][-1].endswith("more not kept")
+
+
+def test_cpu_of_workers_killed_with_their_server_counts_as_ours(tmp_path):
+    # a "server" whose worker burns 1 s of CPU, then the server's whole group is killed: init reaps the worker,
+    # so getrusage never sees it; the tree meter must, or the benchmark's own worker counts as a neighbour
+    done = tmp_path / "burned"
+    (tmp_path / "worker.py").write_text(
+        "import pathlib, sys, time\n"
+        "while time.process_time() < 1.0:\n    pass\n"
+        "pathlib.Path(sys.argv[1]).touch()\ntime.sleep(60)\n")
+    (tmp_path / "server.py").write_text(
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, sys.argv[1], sys.argv[2]])\ntime.sleep(60)\n")
+    (tmp_path / "bench.py").write_text(
+        "import os, pathlib, signal, subprocess, sys, time\n"
+        "server, worker, done = sys.argv[1:]\n"
+        "p = subprocess.Popen([sys.executable, server, worker, done], start_new_session=True)\n"
+        "while not pathlib.Path(done).exists():\n    time.sleep(0.05)\n"
+        "time.sleep(0.3)\n"
+        "os.killpg(p.pid, signal.SIGKILL)\np.wait()\n")
+    tree = results._TreeCpu(interval_s=0.05)
+    with tree:
+        subprocess.run([sys.executable, str(tmp_path / "bench.py"), str(tmp_path / "server.py"),
+                        str(tmp_path / "worker.py"), str(done)], check=True, timeout=60)
+    assert tree.cpu_s >= 0.8  # the worker's second of CPU, seen before it was killed

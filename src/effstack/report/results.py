@@ -42,7 +42,7 @@ __all__ = ["SCHEMA", "BLOCK", "RENDERERS", "cpu_kind_dir", "envelope", "record",
 SCHEMA = 1
 BLOCK = re.compile(r"(<!-- results (?P<ref>[\w.+-]+/[\w.+-]+)(?: (?P<view>[\w-]+))? -->\n)(?P<body>.*?)(<!-- /results -->)",
                    re.S)
-MAX_BYTES = 256 * 1024  # results files are committed: small ones only
+MAX_BYTES = 96 * 1024  # results files are committed: small ones only (longer lists are cut, see _trim)
 ENVELOPE_KEYS = ("schema", "name", "cpu_kind", "command", "git", "started_at", "wall_s", "machine", "versions",
                  "other_cpu", "result")
 
@@ -107,10 +107,13 @@ def record(name: str, command: Sequence[str], root: str | os.PathLike[str] = "re
     with tempfile.TemporaryDirectory(prefix="effstack-record-") as tmp:
         raw = Path(tmp) / "result.json"
         argv = [a.replace("{json}", str(raw)) for a in command]
-        stat0, self0, started, t0 = read_proc_stat(), _tree_cpu_s(), time.time(), time.perf_counter()
-        code = subprocess.run(argv).returncode
+        tree = _TreeCpu()
+        stat0, started, t0 = read_proc_stat(), time.time(), time.perf_counter()
+        with tree:
+            code = subprocess.run(argv).returncode
         wall = time.perf_counter() - t0
-        stat1, self1 = read_proc_stat(), _tree_cpu_s()
+        stat1 = read_proc_stat()
+        self0, self1 = 0.0, tree.cpu_s
         if code != 0:
             raise ArtifactError(f"{shlex.join(argv)} exited with status {code}; nothing recorded for {name!r}")
         try:
@@ -127,18 +130,78 @@ def record(name: str, command: Sequence[str], root: str | os.PathLike[str] = "re
                    _finite(result), started, wall, other)
     path = out_dir / f"{name}.json"
     text = json.dumps(doc, indent=1, allow_nan=False)
-    if len(text) > MAX_BYTES:
-        doc["result"] = _trim(result)
+    for keep in (40, 10, 3):
+        if len(text) <= MAX_BYTES:
+            break
+        doc["result"] = _trim(doc["result"], keep)
         text = json.dumps(doc, indent=1, allow_nan=False)
     atomic_write_json(path, json.loads(text))
     return path
 
 
-def _tree_cpu_s() -> float:
-    import resource
+class _TreeCpu:
+    """CPU seconds of this process and of every process it starts, directly or not, while the block runs.
 
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    A thread reads ``/proc/<pid>/stat`` of this process's descendants every ``interval_s`` and keeps the most CPU
+    each was seen with: a server's workers killed with their process group are reaped by init, not by us, so
+    ``RUSAGE_CHILDREN`` never hears of them, and they would otherwise count as other processes. A descendant's
+    CPU after its last sample (at most ``interval_s`` of it) is missed; this process's own comes from getrusage.
+    """
+
+    def __init__(self, interval_s: float = 0.2):
+        import threading
+
+        self.interval_s = interval_s
+        self._seen: dict[tuple[int, int], float] = {}  # (pid, start time) -> CPU seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="effstack-tree-cpu", daemon=True)
+        self.cpu_s = 0.0
+
+    def __enter__(self) -> "_TreeCpu":
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        self._self0 = ru.ru_utime + ru.ru_stime
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import resource
+
+        self._stop.set()
+        self._thread.join()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu_s = ru.ru_utime + ru.ru_stime - self._self0 + sum(self._seen.values())
+
+    def _loop(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        while not self._stop.wait(self.interval_s):
+            self._sample(tick)
+
+    def _sample(self, tick: int) -> None:
+        stats: dict[int, tuple[int, int, float]] = {}  # pid -> (parent, start time, CPU seconds)
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                text = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+            stats[int(entry.name)] = (int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / tick)
+        ours, frontier = set(), [os.getpid()]
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _, _) in stats.items():
+            children.setdefault(parent, []).append(pid)
+        while frontier:
+            for child in children.get(frontier.pop(), []):
+                if child not in ours:
+                    ours.add(child)
+                    frontier.append(child)
+        for pid in ours:
+            _, start, cpu = stats[pid]
+            key = (pid, start)
+            self._seen[key] = max(self._seen.get(key, 0.0), cpu)
 
 
 def _finite(value: Any) -> Any:
@@ -199,8 +262,12 @@ def _view_ladder(doc: dict[str, Any]) -> str:
     from ..ladder.runner import LadderResult
     from .ladder import ladder_text
 
-    result = doc["result"]
-    return "```\n" + ladder_text(LadderResult.from_dict(result.get("ladder", result)), width=70) + "\n```"
+    result = LadderResult.from_dict(doc["result"].get("ladder", doc["result"]))
+    spreads = [f"{r.step} {r.measured.spread_pct:.0f}%" for r in result.rungs
+               if r.measured is not None and r.measured.spread_pct is not None]
+    note = ("\n\nSpread of each measured rung's throughput across its repeats ((max - min) / median): "
+            + ", ".join(spreads) + ".") if spreads else ""
+    return "```\n" + ladder_text(result, width=70) + "\n```" + note
 
 
 def _view_rows(doc: dict[str, Any]) -> str:
@@ -280,7 +347,7 @@ def _view_quantize(doc: dict[str, Any]) -> str:
             continue
         tp, sp = r.get("throughput", {}), r.get("throughput_spread", {})
         best = r.get("best_float") or "fp32"
-        verdict = "accepted" if r["accepted"] else "rejected: " + r["reason"].split("; ", 1)[-1][:90]
+        verdict = "accepted" if r["accepted"] else "rejected: " + r["reason"].split("; ", 1)[-1]
         rows.append((r["model"], r["engine"], f"{r['fp32_score']:.2f}", _num(r.get("int8_score"), ".2f"),
                      _num(r.get("drop"), ".2f"), f"{best} {_rate(tp.get(best), sp.get(best))}",
                      f"{_rate(tp.get('int8'), sp.get('int8'))} = {_num(r.get('speedup'), '.2f')}x", verdict))
@@ -304,6 +371,57 @@ def _view_prune(doc: dict[str, Any]) -> str:
         ("what", "figure"), rows)
 
 
+def _view_curve(doc: dict[str, Any]) -> str:
+    c = doc["result"]["ceiling"]
+    rows = [(b, f"{v['median_ms']:.1f}", f"{v['p10_ms']:.1f}-{v['p90_ms']:.1f}", f"{v['p99_ms']:.1f}", f"{v['cv']:.3f}",
+             v["runs"], f"{int(b) * 1e3 / v['median_ms'] * c['instances']:.1f}")
+            for b, v in sorted(c["curve"].items(), key=lambda kv: int(kv[0]))]
+    return (f"Batch time with all {c['instances']} instance(s) of {c['threads_per_instance']} thread(s) busy (the curve "
+            f"the ceiling is simulated on; batch cap {c['batch_cap']}):\n\n"
+            + _table(("batch", "median ms", "p10-p90 ms", "p99 ms", "CV", "runs", "samples/s at the median"), rows))
+
+
+def _spread_of(d: dict[str, Any], spec: str) -> str:
+    return f"{format(d['median'], spec)} (min {format(d['min'], spec)}, max {format(d['max'], spec)}, n={d['n']})"
+
+
+def _view_vectors(doc: dict[str, Any]) -> str:
+    r = doc["result"]["result"]
+    tuning = r.get("tuning") or {}
+    rows = [("index", f"{r['kind']} ({tuning.get('param', '-')} {tuning.get('value', '-')}, tuned to recall@{r['k']})"),
+            (f"recall@{r['k']} vs exact, {r['queries']:,} queries a round", _spread_of(r["recall"], ".3f")),
+            ("single-query p50 ms", _spread_of(r["p50_ms"], ".3f")),
+            ("single-query p99 ms", _spread_of(r["p99_ms"], ".3f")),
+            ("FAISS alone, p99 ms", f"{r['faiss_only_p99_ms']:.3f}"),
+            ("build + tune + save, s", f"{r['build_tune_save_s']:.0f}"), ("load, s", f"{r['load_s']:.1f}"),
+            ("goal: recall@10 >= 0.95 at p99 <= 2 ms", "met" if r["pass"] else "not met")]
+    return (f"{r['n']:,} synthetic vectors of {r['dim']} dimensions ({r['clusters']:,} Gaussian clusters, noise "
+            f"{r['spread']:g} of a centre's norm); rounds of single queries:\n\n" + _table(("what", "figure"), rows))
+
+
+def _view_planner(doc: dict[str, Any]) -> str:
+    r = doc["result"]
+    a, smart, full = r["acceptance"], r["smart"], r.get("exhaustive") or {}
+
+    def pick(side: dict[str, Any]) -> str:
+        c, m = side["best"]["candidate"], side["best"]["measurement"]
+        return (f"{c['engine']} {c['precision']} b{c['batch']} {c['instances']}x{c['threads']}: "
+                f"{m['throughput']:,.0f}/s, p99 {m['p99_ms']:.2f} ms")
+
+    rows = [("grid", f"{a['grid_cells']} cells, p99 budget {smart['budget_ms']:g} ms"),
+            ("default search", f"measured {smart['n_measured']} cells ({a['fraction_measured']:.0%}) in "
+                               f"{smart['wall_s']:.0f} s; picked {pick(smart)}")]
+    if full:
+        rows.append(("exhaustive search", f"measured {full['n_measured']} cells in {full['wall_s']:.0f} s; picked "
+                                          f"{pick(full)}"))
+    rows.append(("default pick / exhaustive pick", (f"same configuration (its two measurements: "
+                                                    f"{a['search_ratio']:.2f}x)") if a["same_pick"] else
+                 f"paired re-measurement {a['paired_ratio']:.2f}x"))
+    rows.append(("goal: <= 25% of the grid measured, pick within 5% of the exhaustive best",
+                 "met" if a["pass"] else "not met"))
+    return f"{r['model']}:\n\n" + _table(("what", "figure"), rows)
+
+
 def _num(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -311,7 +429,8 @@ def _num(v: float | None, spec: str) -> str:
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "ladder": _view_ladder, "rows": _view_rows, "figures": _view_figures, "distill": _view_distill,
     "ternary": _view_ternary, "sim2real": _view_sim2real,
-    "quantize": _view_quantize, "prune": _view_prune,
+    "quantize": _view_quantize, "prune": _view_prune, "curve": _view_curve,
+    "vectors": _view_vectors, "planner": _view_planner,
 }
 
 
