@@ -56,6 +56,16 @@ CPU_KINDS = {
 }
 
 
+# EFFSTACK_TEST_CPU=zen5-avx512-vnni-bf16 make test: the whole suite in this process sees that CPU's flags, so the
+# other CPU kind's branches of every test run here (bf16 autocast is emulated where the CPU lacks it: slow, right)
+if os.environ.get("EFFSTACK_TEST_CPU"):
+    from effstack import hardware as _hardware
+
+    _forced_flags = frozenset(CPU_KINDS[os.environ["EFFSTACK_TEST_CPU"]])
+    _hardware.cpu_flags = lambda: _forced_flags
+    _hardware._is_x86 = lambda: True
+
+
 @pytest.fixture
 def force_cpu(monkeypatch):
     """``force_cpu("zen3-avx2")`` (or a tuple of flags): effstack's feature checks see that x86 CPU.

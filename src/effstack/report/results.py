@@ -422,6 +422,21 @@ def _view_planner(doc: dict[str, Any]) -> str:
     return f"{r['model']}:\n\n" + _table(("what", "figure"), rows)
 
 
+def _view_auto(doc: dict[str, Any]) -> str:
+    a = doc["result"]["auto"]
+    layouts = [str(n) for n in a["layouts"]]
+    rows = []
+    for i, r in enumerate(a["runs"]):
+        cells = [f"{r['predicted_qps'][n]:.1f} / {r['measured_qps'][n] or 0:.1f}" for n in layouts]
+        verdict = {True: "right", False: "wrong", None: "tie"}[r["ranking_right"]]
+        rows.append((i, " then ".join(str(n) for n in r["order"]), *cells, verdict,
+                     f"{r['auto_pick']} ({'right' if r['auto_pick_right'] else 'wrong'})"))
+    return (f"{a['model']} {a['engine']} {a['precision']}, p99 budget {a['budget_ms']:g} ms ({a['budget_from']}); each "
+            f"layout served for real, its rate searched from {a.get('search_start_qps', 0):.1f}/s; predicted / "
+            f"measured samples/s; {a['summary']}:\n\n"
+            + _table(("run", "order", *[f"{n} instance(s)" for n in layouts], "ranking", "auto's pick"), rows))
+
+
 def _num(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -431,6 +446,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "ternary": _view_ternary, "sim2real": _view_sim2real,
     "quantize": _view_quantize, "prune": _view_prune, "curve": _view_curve,
     "vectors": _view_vectors, "planner": _view_planner,
+    "auto": _view_auto,
 }
 
 
