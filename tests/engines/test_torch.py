@@ -83,3 +83,24 @@ def test_compile_reads_precisions_from_its_graph_or_says_not_observed(monkeypatc
     unseen = torch_eager.TorchSession("torch_compile", tiny_cnn, SessionOptions(precision="bf16"), observed={})
     assert unseen.executed_precision() == {NOT_OBSERVED: 4}
     assert graph_precisions(types.SimpleNamespace(graph=types.SimpleNamespace(nodes=[]))) == {}
+
+
+def test_compile_refuses_to_pass_off_eager_as_compiled(monkeypatch):
+    # past dynamo's recompile limit a compiled call silently runs eager: the engine must say so, not time it
+    from effstack.engines import torch_compile
+    from effstack.errors import EngineError
+    from effstack.models import load_model
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch_compile, "RECOMPILE_LIMIT", 1)
+    model = load_model("effstack.testing:tiny_cnn")  # a fresh instance: its own guards
+    with torch._dynamo.config.patch(recompile_limit=1):
+        torch._dynamo.reset()
+        try:
+            get_engine("torch_compile").load(model, SessionOptions(batch=2)).close()  # the one compile allowed
+            with pytest.raises(EngineError, match="did not compile") as info:
+                get_engine("torch_compile").load(model, SessionOptions(batch=3))  # a recompile past the limit
+            assert "\n" not in str(info.value)
+        finally:
+            torch._dynamo.reset()
+    assert torch._dynamo.config.recompile_limit >= 8  # the patch is gone; the engine never lowers it

@@ -62,6 +62,9 @@ class _ObservingInductor:
         return getattr(self._inductor, name)
 
 
+RECOMPILE_LIMIT = 64  # dynamo's recompile limit is raised to at least this when a session is compiled
+
+
 class TorchCompileEngine(TorchEagerEngine):
     name = "torch_compile"
 
@@ -74,6 +77,11 @@ class TorchCompileEngine(TorchEagerEngine):
             raise EngineError(f"engine 'torch_compile' needs a PyTorch model, but {model.name!r} came as ONNX")
         knobs = options.knobs
         inductor_config.freezing = bool(knobs.get("freezing", True))
+        dynamo_config = torch._dynamo.config
+        # each session of the same model class (another batch, precision or instance) is a recompile of its
+        # forward; past dynamo's limit (8 by default) the call silently runs *eager*, which a benchmark would then
+        # report as compiled. The ladder, the planner and the tests build many such sessions in one process.
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
         dynamic = bool(knobs.get("dynamic", False))
         seen: dict[str, str] = {}
         compiled = torch.compile(
@@ -87,4 +95,11 @@ class TorchCompileEngine(TorchEagerEngine):
             session.run(model.input.example(options.batch))
         except Exception as exc:
             raise EngineError(f"torch.compile failed for {model.name!r}: {' '.join(str(exc).split())[:200]}") from None
+        if not seen and session._layer_names:  # the backend never got a graph: nothing was compiled
+            session.close()
+            raise EngineError(
+                f"torch.compile did not compile {model.name!r}: dynamo ran it eager (its recompile limit of "
+                f"{dynamo_config.recompile_limit} for this model's forward is used up in this process, or every "
+                "layer fell into a graph break); load it in a fresh process, or raise "
+                "torch._dynamo.config.recompile_limit")
         return session
