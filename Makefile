@@ -25,7 +25,7 @@ results: install
 	$(PY) -m effstack.report.results --readme README.md --root results
 
 bench-overhead: install
-	$(PY) benchmarks/engine_overhead.py --json results/engine_overhead.json
+	$(PY) benchmarks/record.py engine_overhead -- $(PY) benchmarks/engine_overhead.py --json {json}
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
