@@ -36,40 +36,34 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
+def _first_processor() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo as key -> value ({} where it cannot be read); the fields
+    that matter here (model name, vendor, family, flags) are the same for every processor."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return model, flags
+        return {}
+    block: dict[str, str] = {}
     for line in text.splitlines():
+        if not line.strip():
+            if block:
+                break
+            continue
         key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and value.strip():
-            model = value.strip()
-        elif key == "flags":
-            flags = set(value.split())
-            break  # the first processor's block is enough: flags are uniform
-    return model, flags
+        block.setdefault(key.strip(), value.strip())
+    return block
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    block = _first_processor()
+    return block.get("model name") or platform.processor() or platform.machine(), set(block.get("flags", "").split())
 
 
 def _cpu_identity() -> tuple[str, int | None]:
     """(vendor_id, cpu family) from /proc/cpuinfo: ("AuthenticAMD", 25); ("", None) where unknown."""
-    vendor, family = "", None
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return vendor, family
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "vendor_id":
-            vendor = value
-        elif key == "cpu family" and value.isdigit():
-            family = int(value)
-        elif not line.strip() and vendor:
-            break  # the first processor's block
-    return vendor, family
+    block = _first_processor()
+    family = block.get("cpu family", "")
+    return block.get("vendor_id", ""), int(family) if family.isdigit() else None
 
 
 def cpu_kind(flags: frozenset[str] | None = None, vendor: str | None = None, family: int | None = None,

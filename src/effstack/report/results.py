@@ -113,7 +113,6 @@ def record(name: str, command: Sequence[str], root: str | os.PathLike[str] = "re
             code = subprocess.run(argv).returncode
         wall = time.perf_counter() - t0
         stat1 = read_proc_stat()
-        self0, self1 = 0.0, tree.cpu_s
         if code != 0:
             raise ArtifactError(f"{shlex.join(argv)} exited with status {code}; nothing recorded for {name!r}")
         try:
@@ -123,7 +122,7 @@ def record(name: str, command: Sequence[str], root: str | os.PathLike[str] = "re
                                 f"nothing recorded for {name!r}") from None
     other = None
     if stat0 is not None and stat1 is not None:
-        others_s = max(stat1[0] - stat0[0] - (self1 - self0), 0.0)
+        others_s = max(stat1[0] - stat0[0] - tree.cpu_s, 0.0)
         other = {"other_pct_core": round(100 * others_s / wall, 1),
                  "other_pct_machine": round(100 * others_s / wall / stat1[1], 1), "machine_cores": stat1[1]}
     doc = envelope(name, list(recorded_as or ["python", "benchmarks/record.py", name, "--", *command]),

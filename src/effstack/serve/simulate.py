@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -35,13 +35,13 @@ __all__ = ["curve_stats", "max_rate", "measured_curve", "peak_rate", "ranking_ag
 Jitter = Union[float, Mapping[int, float]]  # sigma of the log of batch time: one figure, or per batch size
 
 
-def _sigma(jitter: Jitter, samples: int) -> float:
+def _sigma(jitter: Jitter) -> Callable[[int], float]:
     """The spread for a batch of ``samples``: the figure, or the per-size mapping interpolated (sizes beyond the
-    largest measured one keep its spread)."""
-    if isinstance(jitter, Mapping):
-        sizes = sorted(jitter)
-        return float(jitter[sizes[-1]]) if samples >= sizes[-1] else interpolate(jitter, samples)
-    return float(jitter)
+    largest measured one keep its spread). Built once per simulation, not per launch."""
+    if not isinstance(jitter, Mapping):
+        return lambda samples, value=float(jitter): value
+    table, largest = dict(jitter), max(jitter)
+    return lambda samples: float(table[largest]) if samples >= largest else interpolate(table, samples)
 
 
 def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: int, rate: float, seconds: float,
@@ -50,7 +50,7 @@ def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
     ``curve_s[b]`` (median seconds, interpolated) per batch of ``b``, spread by ``jitter`` (sigma of the log;
     one figure, or ``{batch: sigma}`` measured per size), plus ``overhead_s``. Returns the p50/p99 latency of
     answered requests in ms and the refused share."""
-    curve = dict(curve_s)
+    curve, sigma = dict(curve_s), _sigma(jitter)
     rng = np.random.default_rng(seed)
     queue = BatchQueue(policy)
     arrivals = np.cumsum(rng.exponential(1 / rate, int(rate * seconds * 1.5) + 10))
@@ -83,7 +83,7 @@ def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
             queue.apply(d)
             if d.launch:
                 samples = sum(p.n for p in d.launch)
-                took = interpolate(curve, samples) * math.exp(rng.normal(0, _sigma(jitter, samples))) + overhead_s
+                took = interpolate(curve, samples) * math.exp(rng.normal(0, sigma(samples))) + overhead_s
                 tie += 1
                 heapq.heappush(events, (now + took, 2, tie, (idle.pop(0), d.launch, took)))
                 continue
