@@ -78,6 +78,8 @@ def load_model(spec: ModelSpec | str, input: InputSpec | None = None) -> LoadedM
         model = _load_factory(spec)
     elif path.suffix in _TORCHSCRIPT_SUFFIXES + _CHECKPOINT_SUFFIXES or path.exists():
         model = _load_torch_file(spec, path)
+    elif src in _pretrained_names():
+        model = _load_pretrained(spec)
     else:
         model = _load_torchvision(spec)
     if model.module is not None:
@@ -134,6 +136,28 @@ def recalibrate_batchnorm(module: Any, batches: Any) -> int:
 # --- torch sources ------------------------------------------------------------------------------
 
 
+def _pretrained_names() -> tuple[str, ...]:
+    from .efficientnet_lite import VARIANTS
+
+    return tuple(VARIANTS)
+
+
+def _load_pretrained(spec: ModelSpec) -> LoadedModel:
+    """A model effstack builds itself with real trained weights from an installed package (EfficientNet-Lite).
+
+    ``weights=FILE`` loads that state dict instead (strictly); ``num_classes`` other than 1,000 keeps the
+    backbone's weights and leaves a new classifier.
+    """
+    from .efficientnet_lite import efficientnet_lite
+
+    module = efficientnet_lite(spec.source, num_classes=spec.num_classes or 1000, weights=spec.weights)
+    model = LoadedModel(spec.source, spec, spec.input or module.input_spec, module=module)
+    if module.class_names:
+        model.meta["class_names"] = list(module.class_names)
+    model.meta["pretrained"] = spec.weights or "imagenet"
+    return model
+
+
 def _load_torchvision(spec: ModelSpec) -> LoadedModel:
     from torchvision import models
 
@@ -141,7 +165,7 @@ def _load_torchvision(spec: ModelSpec) -> LoadedModel:
     if spec.source not in names:
         raise UnknownModelError(
             f"unknown model {spec.source!r}: not a torchvision model name, a file, or module:factory."
-            + suggest(spec.source, names)
+            + suggest(spec.source, names + list(_pretrained_names()))
         )
     kwargs: dict[str, Any] = {"weights": None}
     if spec.num_classes:
