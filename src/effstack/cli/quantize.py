@@ -2,6 +2,8 @@
 
 DATA: an ``.npz`` file with ``x`` (N, *input shape) and optional ``y`` labels; a folder of class
 sub-folders of images (``imagefolder``: resized to the model's input, normalised with its mean/std);
+``photos:all?n=16`` (the real photographs the installed packages ship, edited variants at the model's
+input; scored by agreement with fp32, or against a reference model with ``labels=reference``);
 or ``synthetic`` (random inputs, agreement with fp32 only). Exit status: 0 accepted, 3 rejected
 (accuracy or speed; nothing written), 2 a user mistake.
 """
@@ -24,7 +26,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help="INT8 quantization that keeps accuracy and must be faster",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     add_model_options(p)
-    p.add_argument("--data", required=True, help="an .npz file (x, y), an image folder, or 'synthetic'")
+    p.add_argument("--data", required=True, help="an .npz file (x, y), an image folder, a photos: spec "
+                   "(e.g. photos:all?n=8), or 'synthetic'")
     p.add_argument("--engine", default="onnxruntime", help="onnxruntime or openvino (default onnxruntime)")
     p.add_argument("--method", default="minmax", help="calibration: minmax, entropy, percentile (default minmax)")
     p.add_argument("--samples", type=int, default=128, help="calibration samples (default 128)")
@@ -49,11 +52,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def load_data(source: str, input_spec) -> tuple[np.ndarray, np.ndarray | None] | None:
     """Read DATA for ``input_spec``; None for ``synthetic``.
 
+    A ``photos:`` spec gives its variants at the model's input (see :func:`effstack.data.photos.photo_arrays`)
+    without labels (scored by agreement with fp32: photo indices are not the model's classes), unless it
+    asks for ``labels=reference``.
+
     Raises:
         InputError: a missing file, an npz without ``x``, an empty folder, unreadable images.
+        ConfigError: a malformed ``photos:`` spec.
     """
     if source == "synthetic":
         return None
+    if source.startswith("photos:"):
+        from ..data.photos import photo_arrays
+        from ..data.spec import parse_data_spec
+
+        spec = parse_data_spec(source)
+        x, y, _ = photo_arrays(spec, input_spec)
+        return x, (y if spec.options.get("labels") == "reference" else None)
     path = Path(source.removeprefix("imagefolder:")).expanduser()
     if not path.exists():
         raise InputError(f"data {source!r} does not exist; give an .npz file, an image folder or 'synthetic'")

@@ -17,6 +17,13 @@ Spec forms (see :mod:`effstack.data.spec`):
   ``effstack synth`` writes).
 * ``sklearn:digits?split=train|test|all&size=8&channels=1`` — scikit-learn's real handwritten digits,
   fixed splits (train: first 1200, test: last 597), nearest-upscaled to ``size`` (a multiple of 8).
+* ``photos:all|skimage|sklearn|matplotlib?n=16&seed=0&size=224&split=eval|train&labels=group|reference
+  &reference=efficientnet_lite2`` — the real photographs scikit-image, scikit-learn and matplotlib ship,
+  each expanded deterministically into ``n`` variants (eval: variant 0 is the centre-crop eval view, the
+  rest random crops, flips, colour and JPEG edits; train: other edits of the same photos). Labels: the
+  source photo (``group``) or a reference model's top-1 ImageNet class (``reference``, cached). See
+  :mod:`effstack.data.photos` for :func:`~effstack.data.photos.photo_arrays` (model-ready arrays) and
+  :func:`~effstack.data.photos.write_photo_folder` (a folder for ``effstack index build``).
 
 All images are float32 in [-1, 1] (``mean = std = 0.5``).
 """
@@ -36,7 +43,7 @@ def resolve_data(spec: str | os.PathLike[str] | DataSpec, progress: bool = False
 
     Args:
         spec: a DataSpec string (``"synth:digits?n=5000&seed=1"``, ``"imagefolder:DIR"``, ``"DIR"``,
-            ``"sklearn:digits?split=test"``) or a parsed :class:`DataSpec`.
+            ``"sklearn:digits?split=test"``, ``"photos:all?n=8"``) or a parsed :class:`DataSpec`.
         progress: show a progress bar while synthetic data is rendered.
 
     Raises:

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from .datasets import ArrayDataset, check_channels, check_size, load_image_folder, to_channels
 from .spec import DataSpec
 
-__all__ = ["LOADERS", "load_synth", "load_sklearn"]
+__all__ = ["LOADERS", "load_synth", "load_sklearn", "load_photos"]
 
 PREPROCESS = ("none", "optdigits")
 
@@ -57,6 +57,14 @@ def load_sklearn(spec: DataSpec, progress: bool = False) -> ArrayDataset:
     return ArrayDataset(np.ascontiguousarray(x), y, tuple(str(d) for d in range(10)), spec=str(spec))
 
 
+def load_photos(spec: DataSpec, progress: bool = False) -> ArrayDataset:
+    """Real photographs the installed packages ship, each expanded into edited variants (see
+    :mod:`effstack.data.photos`)."""
+    from .photos import load_photos as load
+
+    return load(spec, progress)
+
+
 def _load_folder(spec: DataSpec, progress: bool = False) -> ArrayDataset:
     return load_image_folder(spec.target, spec.options, str(spec))
 
@@ -65,4 +73,5 @@ LOADERS: dict[str, Callable[[DataSpec, bool], Any]] = {
     "synth": load_synth,
     "imagefolder": _load_folder,
     "sklearn": load_sklearn,
+    "photos": load_photos,
 }

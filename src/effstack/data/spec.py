@@ -5,6 +5,7 @@ Forms::
     synth:RECIPE?n=50000&seed=1&size=64&strength=1&workers=2&channels=3&preprocess=optdigits
     imagefolder:DIR?size=32&channels=3      (or just DIR: one sub-folder of images per class)
     sklearn:digits?split=test&size=8&channels=1
+    photos:all?n=16&seed=0&size=224&split=eval&labels=group&reference=efficientnet_lite2
 
 >>> parse_data_spec("synth:digits?n=100&seed=2")
 DataSpec(kind='synth', target='digits', options={'n': 100, 'seed': 2})
@@ -27,12 +28,13 @@ KINDS: dict[str, tuple[str, ...]] = {
     "synth": ("n", "seed", "size", "strength", "workers", "channels", "preprocess"),
     "imagefolder": ("size", "channels"),
     "sklearn": ("split", "size", "channels"),
+    "photos": ("n", "seed", "size", "split", "labels", "reference", "min_confidence"),
 }
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """``kind`` (synth, imagefolder, sklearn), ``target`` (recipe, folder or data set name), ``options``."""
+    """``kind`` (synth, imagefolder, sklearn, photos), ``target`` (recipe, folder or data set name), ``options``."""
 
     kind: str
     target: str

@@ -1,10 +1,12 @@
-"""Evaluate: accuracy against labels, agreement with a reference, embedding fidelity, recall@k, SNR."""
+"""Evaluate: accuracy against labels, agreement with a reference, embedding fidelity, recall@k,
+near-duplicate recall, SNR."""
 
 from .accuracy import (
            MaxDrop,
            agreement,
            check_labels,
            cosine_similarity,
+           near_duplicate_recall,
            parse_max_drop,
            recall_at_k,
            score,
@@ -12,5 +14,5 @@ from .accuracy import (
            top1,
 )
 
-__all__ = ["MaxDrop", "agreement", "check_labels", "cosine_similarity", "parse_max_drop", "recall_at_k", "score",
-           "snr_db", "top1"]
+__all__ = ["MaxDrop", "agreement", "check_labels", "cosine_similarity", "near_duplicate_recall", "parse_max_drop",
+           "recall_at_k", "score", "snr_db", "top1"]

@@ -1,4 +1,4 @@
-"""Accuracy and fidelity measures on numpy outputs: classifiers and embedding models.
+"""Accuracy and fidelity measures on numpy outputs: classifiers, embedding models, near-duplicate search.
 
 All functions take plain arrays (logits ``(N, C)``, embeddings ``(N, D)``, labels ``(N,)``) so they work
 on the output of any engine. Percentages are in points (0-100).
@@ -19,6 +19,7 @@ __all__ = [
     "agreement",
     "check_labels",
     "cosine_similarity",
+    "near_duplicate_recall",
     "parse_max_drop",
     "recall_at_k",
     "score",
@@ -114,6 +115,41 @@ def recall_at_k(embeddings: np.ndarray, reference: np.ndarray, k: int = 10) -> f
     got, want = _neighbours(a.astype(np.float64), k), _neighbours(b.astype(np.float64), k)
     hits = [len(set(g) & set(w)) for g, w in zip(got, want)]
     return float(100.0 * np.sum(hits) / (k * a.shape[0]))
+
+
+def near_duplicate_recall(embeddings: np.ndarray, groups: np.ndarray, k: int = 1) -> float:
+    """Near-duplicate recall@k in points: the share of queries with one of their ``k`` cosine-nearest other
+    samples (never themselves) in the same group, e.g. another edit of the same source photo.
+
+    Every sample is a query, except one alone in its group (it has no duplicate to find).
+
+    Args:
+        embeddings: ``(N, D)`` features.
+        groups: ``(N,)`` integer group of each sample (``photo_arrays``' third array).
+        k: neighbours looked at per query (at most ``N - 1`` are).
+
+    Raises:
+        InputError: mismatched shapes, or no group with two or more samples.
+        ConfigError: ``k`` < 1.
+
+    Example:
+        >>> e = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> near_duplicate_recall(e, np.array([0, 0, 1, 1]))
+        100.0
+    """
+    e = np.asarray(embeddings, np.float64)
+    g = np.asarray(groups)
+    if e.ndim != 2 or g.shape != (e.shape[0],):
+        raise InputError(f"embeddings must be (N, D) and groups (N,), got {e.shape} and {g.shape}")
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    _, first, counts = np.unique(g, return_inverse=True, return_counts=True)
+    queries = counts[first] > 1
+    if not queries.any():
+        raise InputError("near-duplicate recall needs a group with at least two samples, got none; "
+                         "give several variants of each source")
+    hits = (g[_neighbours(e, min(k, e.shape[0] - 1))] == g[:, None]).any(axis=1)
+    return float(100.0 * np.mean(hits[queries]))
 
 
 def score(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
