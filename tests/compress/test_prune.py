@@ -87,3 +87,27 @@ def test_missing_torch_pruning_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(MissingDependencyError, match=r"effstack\[shrink\]"):
         prune(tiny_cnn(width=4, size=8), None, PruneConfig(finetune=None))
+
+
+def test_distillation_fine_tuning_needs_no_labels_and_pulls_the_copy_back_to_the_teacher():
+    from effstack.train import fit
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((256, 3, 8, 8)).astype(np.float32)
+    y = (x[:, :, :4].mean(axis=(2, 3)) @ rng.standard_normal((3, 4))).argmax(1).astype(np.int64)
+    model = tiny_cnn(width=8, size=8, num_classes=4)
+    fit(model, (x, y), TrainConfig(epochs=15, lr=1e-2, progress=False))  # a teacher with decisions to keep
+    for p in model.parameters():
+        p.requires_grad_(False)
+    raw = prune(model, x[:1], PruneConfig(0.5, steps=1, finetune=None))
+    tuned = prune(model, x[:1], PruneConfig(0.5, steps=1, finetune=TrainConfig(epochs=8, lr=1e-2, progress=False)),
+                  x, teacher=model)  # inputs only: the teacher labels them
+
+    def agreement(m):
+        with torch.no_grad():
+            return float((m(torch.from_numpy(x)).argmax(1) == model(torch.from_numpy(x)).argmax(1)).float().mean())
+
+    assert tuned.macs_after == raw.macs_after  # the same channels go; only the fine-tuning differs
+    assert agreement(raw.model) < 0.8 and agreement(tuned.model) > 0.9
+    with pytest.raises(ConfigError, match="needs training data"):
+        prune(model, x[:1], PruneConfig(0.5, finetune=TrainConfig(epochs=1, progress=False)), None, teacher=model)

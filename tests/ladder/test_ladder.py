@@ -229,3 +229,17 @@ def test_attribute_skips_rungs_without_measurements():
 
 def test_infeasible_message_without_measurements():
     assert "no configuration could be measured" in infeasible_message(Budget(5.0), [Measured(error="x")])
+
+
+def test_precision_rung_asks_every_engine_not_just_the_current_one():
+    # the current engine after the engine rung is onnxruntime (no bf16 path); openvino runs bf16 natively here
+    cost = CostModel(cost={("teacher", "openvino", "bf16"): (0.9, 0.2)})
+    result, model = climb(cost=cost)
+    rungs = by_step(result)
+    assert rungs["engine"].config.engine == "onnxruntime"
+    prec = rungs["precision"]
+    assert prec.status == KEPT and (prec.config.engine, prec.config.precision) == ("openvino", "bf16")
+    asked = {(c.engine, c.precision) for _, c in model.calls if c.precision in ("bf16", "fp16")}
+    assert asked == {(e, p) for e in ("onnxruntime", "openvino", "torch") for p in ("bf16", "fp16")}
+    skipped = [t["reason"] for t in prec.details["tried"] if t["status"] == SKIPPED]
+    assert any(r.startswith("onnxruntime bf16:") for r in skipped) and any(r.startswith("torch fp16:") for r in skipped)

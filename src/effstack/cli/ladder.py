@@ -38,7 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def add_ladder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="evaluation data: an .npz (x, y) or an image folder (default: synthetic "
                                   "inputs, accuracy = agreement with fp32)")
-    p.add_argument("--train-data", help="labelled training data for pruning and distillation (.npz or image folder)")
+    p.add_argument("--train-data", help="training inputs for pruning and distillation, labels optional (.npz, image folder or a data spec)")
     p.add_argument("--student", help="a smaller model to distil into (a spec, like --model)")
     p.add_argument("--latency-budget", default="100ms", help="p99 budget of one batch, e.g. 7ms (default 100ms)")
     p.add_argument("--max-drop", default="1.0", help="allowed accuracy drop: points (1.0) or relative (1%%)")

@@ -20,7 +20,7 @@ from ..errors import ConfigError, InputError
 from ..train.config import TrainConfig, config_from_dict
 from ..train.loop import TrainResult, fit, sample_inputs, unwrap
 
-__all__ = ["DistillConfig", "distill", "teacher_labels"]
+__all__ = ["DistillConfig", "distill", "distillation_loss", "teacher_labels"]
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,6 @@ def distill(teacher: Any, student: Any, data: Any, config: DistillConfig | None 
     Example:
         >>> r = distill(big, small, (x, y), DistillConfig(temperature=4, alpha=0.9))  # doctest: +SKIP
     """
-    import torch
-    import torch.nn.functional as F
-
     config = config or DistillConfig()
     if not isinstance(config, DistillConfig):
         raise ConfigError(f"config must be a DistillConfig, got {type(config).__name__}")
@@ -109,18 +106,33 @@ def distill(teacher: Any, student: Any, data: Any, config: DistillConfig | None 
         p.requires_grad_(False)
     _check_outputs(t_mod, s_mod, data)
     labelled = _labels_of(data) is not None
-    T, alpha = float(config.temperature), float(config.alpha) if labelled else 1.0
-    smoothing = config.train.label_smoothing
+    loss_fn = distillation_loss(t_mod, config.temperature, config.alpha if labelled else 1.0,
+                                config.train.label_smoothing)
+    return fit(student, data, config.train, val=val, loss_fn=loss_fn, label="distill")
+
+
+def distillation_loss(teacher: Any, temperature: float = 4.0, alpha: float = 1.0, smoothing: float = 0.0) -> Any:
+    """The training loop's ``loss_fn(logits, y, x)`` for distilling from ``teacher`` (a frozen module).
+
+    ``alpha * T² * KL(softmax(teacher(x)/T) || softmax(logits/T))``, plus ``(1 - alpha)`` cross-entropy
+    when labels come with the batch; ``x`` is the augmented batch the student saw, so the teacher grades
+    exactly that. Pruning's fine-tuning uses it too (the unpruned model teaches its pruned copy, so no
+    labels are needed).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    T, alpha = float(temperature), float(alpha)
 
     def loss_fn(logits: Any, y: Any, x: Any) -> Any:
         with torch.no_grad():
-            target = F.softmax(t_mod(x).float() / T, dim=1)  # x: the augmented batch the student saw
+            target = F.softmax(teacher(x).float() / T, dim=1)
         loss = alpha * T * T * F.kl_div(F.log_softmax(logits / T, dim=1), target, reduction="batchmean")
         if alpha < 1 and y is not None:
             loss = loss + (1 - alpha) * F.cross_entropy(logits, y, label_smoothing=smoothing)
         return loss
 
-    return fit(student, data, config.train, val=val, loss_fn=loss_fn, label="distill")
+    return loss_fn
 
 
 def teacher_labels(teacher: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -175,15 +175,20 @@ def _example(model: Any, example_input: Any) -> Any:
 
 
 def prune(model: Any, example_input: Any = None, config: PruneConfig | None = None, data: Any = None, *,
-          val: Any = None) -> PruneResult:
+          val: Any = None, teacher: Any = None, temperature: float = 4.0) -> PruneResult:
     """Remove channels from a copy of ``model`` until its MACs are ``target_flops_ratio`` of the original.
 
     Args:
         model: an ``nn.Module`` or LoadedModel (not modified).
         example_input: one input batch (numpy or tensor); None uses the LoadedModel's input spec.
         config: :class:`PruneConfig`.
-        data: ``(x, y)`` or a Dataset for fine-tuning after each round (needed unless ``finetune=None``).
+        data: ``(x, y)`` or a Dataset for fine-tuning after each round (needed unless ``finetune=None``);
+            with ``teacher``, inputs alone (``x`` or ``(x, None)``) are enough.
         val: ``(x, y)`` scored after each round.
+        teacher: fine-tune by distillation from this module (e.g. the unpruned model itself, ``teacher=model``)
+            instead of on labels: the pruned copy learns to give the outputs the original gave, on
+            unlabelled images (labels, when ``data`` has them, get weight 0.1).
+        temperature: the distillation temperature.
 
     Raises:
         MissingDependencyError: torch-pruning is not installed (``pip install 'effstack[shrink]'``).
@@ -215,6 +220,16 @@ def prune(model: Any, example_input: Any = None, config: PruneConfig | None = No
         macs0, params0 = count()
     except RuntimeError as exc:
         raise InputError(f"the model rejects example_input of shape {tuple(x.shape)}: {one_line(exc, 160)}") from None
+    loss_fn = None
+    if teacher is not None:
+        from .distill import distillation_loss
+
+        t_mod = unwrap(teacher, "teacher")
+        if t_mod is module:
+            raise ConfigError("the teacher must not be the module being pruned; pass the original model")
+        t_mod.eval()
+        labelled = isinstance(data, (tuple, list)) and len(data) == 2 and data[1] is not None
+        loss_fn = distillation_loss(t_mod, temperature, 0.9 if labelled else 1.0)
     ignored = compute_layers_run(module, x)[-1:] + [names[n] for n in config.ignore]
     pruner = tp.pruner.MetaPruner(
         module, x, importance=_importance(tp, config.importance), global_pruning=config.global_pruning,
@@ -234,7 +249,7 @@ def prune(model: Any, example_input: Any = None, config: PruneConfig | None = No
         if config.finetune is not None:
             ft = dataclasses.replace(config.finetune, seed=config.finetune.seed + k, resume=False,
                                      checkpoint_dir=None)
-            tr = fit(module, data, ft, val=val, label=f"prune {k}/{config.steps}")
+            tr = fit(module, data, ft, val=val, label=f"prune {k}/{config.steps}", loss_fn=loss_fn)
             result.finetune.append(tr)
             row["val_top1"] = tr.val_top1
         elif val is not None:

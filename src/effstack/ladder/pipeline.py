@@ -92,12 +92,15 @@ def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float
     return quantizer
 
 
-def make_pruner(data: LadderData, *, flops_ratio: float = 0.5, epochs: int = 3) -> Callable[[Variant], Shrunk]:
-    """The pruning hook: structural channel pruning to ``flops_ratio`` of the MACs, then fine-tuning."""
+def make_pruner(data: LadderData, *, flops_ratio: float = 0.5, epochs: int = 3, steps: int = 3
+                ) -> Callable[[Variant], Shrunk]:
+    """The pruning hook: structural channel pruning to ``flops_ratio`` of the MACs, each round fine-tuned by
+    distillation from the unpruned model on the training inputs (plus ``data.unlabelled``): no labels
+    needed, and the copy learns to give the original's outputs, which is what the ladder scores."""
 
     def pruner(variant: Variant) -> Shrunk:
-        if data.train is None or data.train[1] is None:
-            return Shrunk(None, "pruning needs labelled training data to fine-tune; pass --train-data")
+        if data.train is None:
+            return Shrunk(None, "pruning needs training inputs to fine-tune on (labels optional); pass --train-data")
         try:
             from ..compress import PruneConfig, prune
             from ..models import from_module
@@ -107,9 +110,11 @@ def make_pruner(data: LadderData, *, flops_ratio: float = 0.5, epochs: int = 3) 
         m = variant.model
         try:
             x = m.input.example(1)
-            res = prune(m.module, x, PruneConfig(target_flops_ratio=flops_ratio, round_to=8,
-                                                             finetune=TrainConfig(epochs=epochs, progress=False)),
-                        data.train)
+            inputs = data.train if data.unlabelled is None else \
+                (np.concatenate([data.train[0], data.unlabelled]), None)
+            res = prune(m.module, x, PruneConfig(target_flops_ratio=flops_ratio, round_to=8, steps=steps,
+                                                 finetune=TrainConfig(epochs=epochs, progress=False)),
+                        inputs, teacher=m.module)
             small = from_module(res.model, m.input, f"{variant.label}-pruned")
         except EffstackError as exc:
             return Shrunk(None, one_line(exc))
@@ -229,7 +234,7 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
     bench = Workbench(x_eval, y_eval, task=task, seconds=seconds)
     missing = _missing_engines(list(engines))
     if data.train is None:
-        missing.setdefault("prune", "pruning needs labelled training data to fine-tune; pass --train-data")
+        missing.setdefault("prune", "pruning needs training inputs to fine-tune on (labels optional); pass --train-data")
     ladder = Ladder(
         _variant(loaded, loaded.name), budget, measure or bench.measure, engines=engines, precisions=precisions,
         int8_engines=tuple(e for e in ("onnxruntime", "openvino") if e in engines),

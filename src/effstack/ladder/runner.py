@@ -11,7 +11,7 @@ Rungs, in order (each is skipped with its reason when it cannot apply here):
 baseline   PyTorch eager, fp32, batch 1: the reference every speed-up and accuracy drop is against
 batching   the largest batch whose p99 meets the budget (doubling while p99 holds and throughput grows)
 engine     every other engine in fp32, each at its own best batch
-precision  bf16 / fp16 on the current engine (skipped where the CPU has no native kernels)
+precision  bf16 / fp16 on every engine, each at its best batch (skipped where no native kernels)
 int8       the quantize issue's calibrated INT8 build (with its accuracy fallbacks) on the current engine
 prune      structural channel pruning + fine-tuning (needs a pruner and training data)
 distill    a smaller student distilled from the current model, in float, then its own INT8
@@ -308,15 +308,24 @@ class Ladder:
             yield Proposal(f"{engine} fp32, batch {cfg.batch}", s.variant, cfg, m)
 
     def _precision(self, s: _State) -> Iterator[Proposal]:
+        """Every reduced precision on *every* engine (the current one first): which engine has native
+        bf16/fp16 kernels differs by CPU (OpenVINO runs bf16 on AVX512-BF16 and AMX where ONNX Runtime has
+        no bf16 path at all), so asking only the current engine can miss the fastest one. An engine that
+        would emulate a precision refuses it, and that refusal is the skip reason."""
         if not self.precisions:
             yield Proposal.skipped("no reduced precision asked for")
+        engines = [s.config.engine] + [e for e in (*self.engines, self.baseline_engine) if e != s.config.engine]
         for precision in self.precisions:
-            probe = self.measure(s.variant, replace(s.config, precision=precision))
-            if probe.error:
-                yield Proposal.skipped(f"{s.config.engine} {precision}: {probe.error}")
-                continue
-            cfg, m = self.best_batch(s.variant, replace(s.config, precision=precision))
-            yield Proposal(f"{s.config.engine} {precision}, batch {cfg.batch}", s.variant, cfg, m)
+            for engine in engines:
+                if self.missing.get(engine):
+                    continue
+                cfg = replace(s.config, engine=engine, precision=precision)
+                probe = self.measure(s.variant, cfg)
+                if probe.error:
+                    yield Proposal.skipped(f"{engine} {precision}: {probe.error}")
+                    continue
+                cfg, m = self.best_batch(s.variant, cfg)
+                yield Proposal(f"{engine} {precision}, batch {cfg.batch}", s.variant, cfg, m)
 
     def _quantized(self, s: _State, variant: Variant) -> Iterator[Proposal]:
         """INT8 builds of ``variant`` on the int8-capable engines (the current one first)."""
