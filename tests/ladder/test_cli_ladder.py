@@ -115,7 +115,7 @@ def test_demo_exit_status_says_whether_a_configuration_meets_the_budget(budget_m
     result = _fake_demo(load_model("effstack.testing:tiny_mlp"), budget_ms)
     monkeypatch.setattr("effstack.ladder.demo.run_demo", lambda config, out, progress=True: result)
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--quiet", "--out", str(out)]) == code
+    assert main(["demo", "digits", "--quick", "--quiet", "--out", str(out)]) == code
     data = json.loads((out / "ladder.json").read_text())
     assert (out / "report.html").is_file()
     if code == 0:
@@ -141,7 +141,7 @@ def test_bad_flags_are_one_line_exit_2(capsys, args, message):
 
 @pytest.mark.slow
 def test_demo_quick_prints_the_ladder_and_writes_everything(tmp_path):
-    proc = _run("demo", "--quick", "--quiet", "--out", str(tmp_path / "demo"), timeout=900)
+    proc = _run("demo", "digits", "--quick", "--quiet", "--out", str(tmp_path / "demo"), timeout=900)
     # a demo that finds no configuration within its budget (exit 3) is a failed demo, not an acceptable outcome
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "demo" / "ladder.json").read_text())

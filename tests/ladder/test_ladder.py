@@ -243,3 +243,17 @@ def test_precision_rung_asks_every_engine_not_just_the_current_one():
     assert asked == {(e, p) for e in ("onnxruntime", "openvino", "torch") for p in ("bf16", "fp16")}
     skipped = [t["reason"] for t in prec.details["tried"] if t["status"] == SKIPPED]
     assert any(r.startswith("onnxruntime bf16:") for r in skipped) and any(r.startswith("torch fp16:") for r in skipped)
+
+
+def test_int8_rung_measures_the_engines_own_whole_model_int8_side_by_side():
+    # the engine quantizing every layer itself runs at 0.5 ms/sample; the guarded build (0.8) keeps float islands
+    cost = CostModel(cost={("teacher", "onnxruntime", "int8"): (0.5, 0.2)}, accuracy={})
+    result, model = climb(cost=cost)
+    int8 = by_step(result)["int8"]
+    own = int8.details["engine_int8"]
+    build = int8.measured
+    assert own["throughput"] > build.throughput and own["ratio"] == pytest.approx(build.throughput / own["throughput"])
+    assert ("teacher", Candidate("onnxruntime", "int8", int8.config.batch, 1, 2)) in model.calls  # same batch
+    # an engine that has no INT8 of its own: the rung still decides, the side-by-side says why it is missing
+    result, _ = climb()
+    assert "error" in by_step(result)["int8"].details["engine_int8"]

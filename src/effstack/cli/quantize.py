@@ -69,6 +69,8 @@ def load_data(source: str, input_spec) -> tuple[np.ndarray, np.ndarray | None] |
         spec = parse_data_spec(source)
         x, y, _ = photo_arrays(spec, input_spec)
         return x, (y if spec.options.get("labels") == "reference" else None)
+    if source.startswith(("synth:", "sklearn:")):
+        return _spec_arrays(source, input_spec)
     path = Path(source.removeprefix("imagefolder:")).expanduser()
     if not path.exists():
         raise InputError(f"data {source!r} does not exist; give an .npz file, an image folder or 'synthetic'")
@@ -82,6 +84,29 @@ def load_data(source: str, input_spec) -> tuple[np.ndarray, np.ndarray | None] |
             raise InputError(f"{str(path)!r} has no array named 'x'; save it with np.savez(path, x=..., y=...)")
         return arrays["x"].astype(np.float32), arrays.get("y")
     return _image_folder(path, input_spec)
+
+
+def _spec_arrays(source: str, input_spec) -> tuple[np.ndarray, np.ndarray]:
+    """A ``synth:``/``sklearn:`` data set at the model's input: resized to its H, W (bilinear, antialiased)
+    and normalised with its mean/std (the data sets come in [-1, 1])."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..data import as_arrays, resolve_data
+
+    shape = tuple(input_spec.shape)
+    if len(shape) != 3:
+        raise InputError(f"image data needs a (C, H, W) model input, the model takes {shape}")
+    x, y = as_arrays(resolve_data(source))
+    c, h, w = shape
+    if x.shape[1] != c:
+        raise InputError(f"{source!r} has {x.shape[1]} channel(s), the model takes {c}; add channels={c}")
+    v = torch.from_numpy(x) * 0.5 + 0.5  # [0, 1] pixels
+    if tuple(v.shape[2:]) != (h, w):
+        v = F.interpolate(v, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(input_spec.mean or (0.0,) * c).view(1, c, 1, 1)
+    std = torch.tensor(input_spec.std or (1.0,) * c).view(1, c, 1, 1)
+    return ((v - mean) / std).numpy().astype(np.float32), y
 
 
 def _image_folder(path: Path, spec) -> tuple[np.ndarray, np.ndarray]:

@@ -126,9 +126,15 @@ def make_pruner(data: LadderData, *, flops_ratio: float = 0.5, epochs: int = 3, 
 
 
 def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperature: float = 4.0,
-                   alpha: float = 0.9) -> Callable[[Variant], Shrunk]:
+                   alpha: float = 0.9, student_size: int | None = None, lr: float = 2e-3, batch_size: int = 64
+                   ) -> Callable[[Variant], Shrunk]:
     """The distillation hook: ``student`` (a LoadedModel or a spec) learns from the teacher on the training
-    inputs (their labels are used when present, the teacher's outputs always)."""
+    inputs (their labels are used when present, the teacher's outputs always).
+
+    A student with its own input (a pretrained EfficientNet-Lite0 at 224 under a Lite2 teacher at 260) keeps
+    it: the student variant takes the teacher's inputs and resizes them inside the model to its own side,
+    or to ``student_size`` (:func:`effstack.models.adapt.adapt_input`), so it is scored on the same
+    evaluation set and deployed behind the same preprocessing."""
 
     def distiller(variant: Variant) -> Shrunk:
         if student is None:
@@ -137,20 +143,29 @@ def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperat
             return Shrunk(None, "distillation needs training inputs (labels optional); pass --train-data")
         from ..compress import DistillConfig, distill
         from ..models import from_module, load_model
+        from ..models.adapt import adapt_input
         from ..train import TrainConfig
 
-        s = student if hasattr(student, "module") else load_model(student, input=variant.model.input)
+        teacher_in = variant.model.input
         try:
+            s = student if hasattr(student, "module") else load_model(student)
+            own = s.input if len(s.input.shape) == 3 else teacher_in
+            size = (student_size, student_size) if student_size else None
+            module = adapt_input(s.module, own, teacher_in, size) if len(teacher_in.shape) == 3 else s.module
             # plain batches: on the demo's digits, shifted batches and a larger step cost the student 2 points
-            config = TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, progress=False)
+            config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, progress=False)
             inputs = data.train if data.unlabelled is None else np.concatenate([data.train[0], data.unlabelled])
-            distill(variant.model.module, s.module, inputs,
-                    DistillConfig(temperature=temperature, alpha=alpha, train=config))
-            out = from_module(s.module, s.input, "student")
+            r = distill(variant.model.module, module, inputs,
+                        DistillConfig(temperature=temperature, alpha=alpha, train=config))
+            out = from_module(module, teacher_in, "student")
         except EffstackError as exc:
             return Shrunk(None, one_line(exc))
-        return Shrunk(_variant(out, "student"), "distilled", {"epochs": epochs, "temperature": temperature,
-                                                              "alpha": alpha, "student_macs": out.macs})
+        runs_at = tuple(getattr(module, "size", teacher_in.shape[1:]))
+        return Shrunk(_variant(out, "student"), "distilled", {
+            "student": getattr(s, "name", str(student)), "epochs": epochs, "temperature": temperature,
+            "alpha": alpha, "student_macs": out.macs, "runs_at": list(runs_at),
+            "train_inputs": int(len(inputs[0] if isinstance(inputs, tuple) else inputs)),
+            "seconds": round(getattr(r, "seconds", 0.0), 1)})
 
     return distiller
 
@@ -199,6 +214,7 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
                seconds: float = 1.0, max_batch: int = 256, time_budget_s: float | None = None,
                prune: bool = True, recalibrate_bn: bool | None = None, eval_samples: int = 256,
                distill_epochs: int = 10, prune_epochs: int = 3, layout: bool = True,
+               student_size: int | None = None, prune_ratio: float = 0.5,
                progress: bool = True, measure: Callable[[Variant, Candidate], Any] | None = None,
                task: str = "classification") -> LadderResult:
     """Climb the ladder for ``model`` (a spec string or LoadedModel) under ``budget``.
@@ -231,7 +247,8 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
             from ..models import from_module
 
             loaded = from_module(loaded.module, loaded.input, loaded.name, loaded.spec.source)
-    bench = Workbench(x_eval, y_eval, task=task, seconds=seconds)
+    bench = Workbench(x_eval, y_eval, task=task, seconds=seconds,
+                      calibration=data.train[0] if data.train is not None else None)
     missing = _missing_engines(list(engines))
     if data.train is None:
         missing.setdefault("prune", "pruning needs training inputs to fine-tune on (labels optional); pass --train-data")
@@ -239,8 +256,9 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
         _variant(loaded, loaded.name), budget, measure or bench.measure, engines=engines, precisions=precisions,
         int8_engines=tuple(e for e in ("onnxruntime", "openvino") if e in engines),
         quantizer=make_quantizer(data, task=task),
-        pruner=make_pruner(data, epochs=prune_epochs) if prune and data.train else None,
-        distiller=make_distiller(data, student, epochs=distill_epochs) if student is not None else None,
+        pruner=make_pruner(data, flops_ratio=prune_ratio, epochs=prune_epochs) if prune and data.train else None,
+        distiller=make_distiller(data, student, epochs=distill_epochs, student_size=student_size)
+        if student is not None else None,
         layout=make_layout(budget, max_batch=max_batch, seconds=seconds) if layout else None,
         max_batch=max_batch, time_budget_s=time_budget_s,
         missing={**missing, "distill": "no student model given; pass --student"} if student is None else missing,

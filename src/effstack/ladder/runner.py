@@ -345,8 +345,21 @@ class Ladder:
                 yield Proposal.skipped(f"{engine}: {q.reason}", q.details)
                 continue
             cfg, m = self.best_batch(q.variant, cfg)
-            yield Proposal(f"{q.variant.label} on {engine}, batch {cfg.batch}", q.variant, cfg, m,
-                           {"quantize": q.details, "quantize_reason": q.reason})
+            details = {"quantize": q.details, "quantize_reason": q.reason,
+                       "engine_int8": self._engine_int8(variant, cfg, m)}
+            yield Proposal(f"{q.variant.label} on {engine}, batch {cfg.batch}", q.variant, cfg, m, details)
+
+    def _engine_int8(self, variant: Variant, config: Candidate, build: Measured) -> dict[str, Any]:
+        """The engine's own whole-model INT8 of the float ``variant`` (its quantizer on every layer, e.g. NNCF
+        for OpenVINO), measured side by side at the guarded build's configuration: the speed an INT8 build
+        should reach. A guarded build that keeps layers in float pays for each float island; this is the
+        figure that shows what that costs (``ratio``: the build's throughput over the engine's own)."""
+        own = self.measure(variant, config)
+        if own.error:
+            return {"error": own.error}
+        ratio = build.throughput / own.throughput if own.throughput and not build.error else None
+        return {"throughput": own.throughput, "p99_ms": _finite(own.p99_ms), "accuracy": own.accuracy,
+                "spread_pct": own.spread_pct, "ratio": ratio}
 
     def _int8(self, s: _State) -> Iterator[Proposal]:
         yield from self._quantized(s, s.variant.float_parent or s.variant)

@@ -48,6 +48,8 @@ class Workbench:
         seconds: timed seconds per configuration (after warm-up).
         repeats: chunks whose throughputs give the spread.
         reference: the baseline's outputs on ``x_eval`` (filled by the first measurement when None).
+        calibration: inputs an engine's own INT8 build calibrates on (default: the first 128 of ``x_eval``;
+            the ladder passes its training inputs, so that calibration never sees the evaluation set).
 
     Raises (from :meth:`measure`): nothing for engine failures — they come back as ``Measured.error``.
     """
@@ -58,6 +60,7 @@ class Workbench:
     seconds: float = 1.0
     repeats: int = 3
     reference: np.ndarray | None = None
+    calibration: np.ndarray | None = None
     sessions: dict[tuple, Any] = field(default_factory=dict, repr=False)
     accuracy_cache: dict[tuple, float] = field(default_factory=dict, repr=False)
 
@@ -85,7 +88,11 @@ class Workbench:
             # an INT8 build is a QDQ file: the engine runs it as given (its kernels are int8)
             precision = "fp32" if variant.int8 else config.precision
             engine = get_engine(config.engine)
-            options = SessionOptions(precision, config.threads, config.batch)
+            calibration = None
+            if precision == "int8":  # the engine's own INT8 of a float model: calibrate on real inputs
+                x = self.calibration if self.calibration is not None else self.x_eval
+                calibration = [x[i:i + 8] for i in range(0, min(len(x), 128), 8)]
+            options = SessionOptions(precision, config.threads, config.batch, calibration=calibration)
             self.sessions[key] = engine.load(variant.model, options)
         return self.sessions[key]
 

@@ -66,6 +66,12 @@ def _summary(result: Any) -> list[str]:
         lines.append(f"chosen: {final.step} — {final.variant}: {cfg}; {final.measured.throughput:,.1f} samples/s "
                      f"at p99 {final.measured.p99_ms:.2f} ms = {_x(final.cumulative_speedup)} the baseline's "
                      f"{base.measured.throughput:,.1f} samples/s")
+    int8 = next((r for r in result.rungs if r.step == "int8" and r.measured is not None), None)
+    own = (int8.details or {}).get("engine_int8") or {} if int8 is not None else {}
+    if own.get("throughput") and own.get("ratio") is not None:
+        acc = f", accuracy {own['accuracy']:.2f}" if own.get("accuracy") is not None else ""
+        lines.append(f"int8 side by side: the guarded build ran {own['ratio']:.2f}x the engine's own whole-model "
+                     f"INT8 ({own['throughput']:,.1f} samples/s{acc}) at the same configuration")
     return lines
 
 
