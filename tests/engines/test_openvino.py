@@ -101,6 +101,16 @@ def test_int8_runs_int8_layers(tiny_cnn, monkeypatch):
         assert again.xml == s.xml
 
 
+def test_int8_keep_float_first_leaves_the_stem_float(tiny_cnn):
+    calib = [tiny_cnn.input.example(4, seed=s) for s in range(2)]
+    options = SessionOptions(precision="int8", calibration=calib, knobs={"keep_float": "depthwise,first"})
+    with get_engine("openvino").load(tiny_cnn, options) as s:
+        counts = s.executed_precision()
+        keep = s.settings()["keep_float"]
+    assert keep == "first,depthwise"  # normalised, and recorded
+    assert counts == {"int8": 3, "fp32": 1}, counts  # the first of the 3 convolutions stays float
+
+
 def test_bf16_runs_bf16_or_is_refused_here(tiny_cnn):
     engine = get_engine("openvino")
     if not cpu_has_bf16():
@@ -122,6 +132,8 @@ def test_bf16_runs_bf16_or_is_refused_here(tiny_cnn):
         ({"streams": 0}, "fp32", "must be a positive integer"),
         ({"subset_size": 8}, "fp32", "applies to int8 only"),
         ({"overflow_fix": "maybe"}, "int8", "must be one of enable, first_layer, disable"),
+        ({"keep_float": "stem"}, "int8", "must list first and/or depthwise"),
+        ({"keep_float": "first"}, "fp32", "applies to int8 only"),
     ],
 )
 def test_bad_knobs_are_one_line_config_errors(tiny_cnn, knobs, precision, message):

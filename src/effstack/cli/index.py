@@ -3,7 +3,9 @@
 'build' embeds every image under --images with MODEL, or a ladder bundle folder run with its own engine,
 precision and threads (default layer: the pooled features before the classifier) and writes the index to
 --out; run it again after an interruption and it carries on where it stopped (images already indexed are
-skipped). The other actions load the model the index records.
+skipped). --images may also be a photos: spec (real photographs and their edited copies, written into
+INDEX/photos/). An INT8 build calibrates on a sample of the images it indexes, or of --calibration. The
+other actions load the model the index records.
 """
 
 from __future__ import annotations
@@ -26,13 +28,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     b = isub.add_parser("build", help="embed a folder of images into a new (or interrupted) index")
     add_model_options(b)
-    b.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
+    b.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively), or a "
+                   "photos: spec such as 'photos:all?n=16' (its variants are written into INDEX/photos/)")
     b.add_argument("--out", required=True, metavar="INDEX", help="the index folder to write")
     b.add_argument("--layer", help="layer to embed from (default: pooled features before the classifier; "
                    "'output': the model's output)")
     b.add_argument("--kind", choices=["flat", "hnsw", "ivf", "ivfpq"],
                    help="pin the index kind (default: chosen by size)")
     b.add_argument("--recall-target", type=float, default=0.95, help="recall@10 an approximate index is tuned to")
+    b.add_argument("--calibration", metavar="IMAGES", help="INT8 calibration images: a folder or a photos: spec "
+                   "(default: the images being indexed)")
+    b.add_argument("--calibration-samples", type=int, metavar="N",  # default: search.sources.CALIBRATION_SAMPLES
+                   help="images INT8 calibration takes, spread evenly over them (default 32)")
+    b.add_argument("--knob", action="append", metavar="KEY=VALUE", help="an engine setting, recorded in the index "
+                   "(repeatable; ENGINE.KEY=VALUE for one engine), e.g. openvino.keep_float=first,depthwise")
     _add_run_options(b, default_engine="auto")  # auto: a bundle's own engine, else the best one installed
     b.set_defaults(func=cmd_build)
 
@@ -130,12 +139,15 @@ def _report(added: int, skipped: int, errors: list[str], seconds: float, index: 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..search import Index, list_images, load_embedder
+    from ..search.sources import CALIBRATION_SAMPLES, PHOTOS_FOLDER, Calibration, is_photos, write_photos
 
     out = Path(args.out).expanduser()
-    images = list_images(args.images)
-    root = Path(args.images).expanduser().resolve()
+    photos = is_photos(args.images)
+    images = None if photos else list_images(args.images)  # a wrong folder fails before the model loads
+    samples = CALIBRATION_SAMPLES if args.calibration_samples is None else args.calibration_samples
+    calibration = Calibration(args.calibration or args.images, samples)
     embedder = load_embedder(model_spec_from_args(args), args.layer, args.engine, args.precision, args.threads,
-                             args.batch)
+                             args.batch, calibration=calibration, knobs=_engine_knobs(args.knob, args.engine))
     if embedder.note:
         print(f"effstack: note: {embedder.note}", file=sys.stderr)
     try:
@@ -145,6 +157,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         else:
             index = Index.create(out, embedder.describe(), embedder.dim, args.kind, args.recall_target)
         with index:
+            if images is None:  # a photos: spec, written into the index once
+                root = write_photos(args.images, out / PHOTOS_FOLDER, embedder.input)
+                images = list_images(root)
+                print(f"{len(images)} photos of {args.images} in {root}")
+            else:
+                root = Path(args.images).expanduser()  # as list_images gave the paths (a relative one too)
             items = [(p.relative_to(root).as_posix(), p.resolve()) for p in images]
             todo = [(i, p) for i, p in items if i not in index]
             t0 = time.perf_counter()
@@ -157,10 +175,26 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_knobs(items: list[str] | None, engine: str) -> dict[str, Any] | None:
+    """``--knob`` values for the build's engine: the shared ones and those under its name."""
+    from ..engines import ENGINES, canonical
+    from ..serve.repository import _auto_engine
+    from .common import parse_knobs
+
+    if not items:
+        return None
+    knobs = parse_knobs(items)
+    name = canonical(_auto_engine() if engine == "auto" else engine)
+    shared = {k: v for k, v in knobs.items() if not (isinstance(v, dict) and k in ENGINES.names())}
+    return {**shared, **knobs.get(name, {})} or None
+
+
 def _embedder_for(index: Any, args: argparse.Namespace) -> Any:
     from ..search.embed import embedder_from_manifest
+    from ..search.sources import index_sample
 
-    return embedder_from_manifest(index.model, args.engine or "auto", args.precision, args.threads, args.batch)
+    return embedder_from_manifest(index.model, args.engine or "auto", args.precision, args.threads, args.batch,
+                                  index_sample(index))
 
 
 def _expand(sources: list[str]) -> list[tuple[str, Path]]:

@@ -37,7 +37,8 @@ _HINTS = ("latency", "throughput")
 _PRESETS = ("performance", "mixed")
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: layers NNCF left float run f32
 _OVERFLOW = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
-_INT8_KNOBS = ("subset_size", "preset", "overflow_fix")
+_KEEP_FLOAT = ("first", "depthwise")  # convolutions an int8 build may leave float (knob keep_float)
+_INT8_KNOBS = ("subset_size", "preset", "overflow_fix", "keep_float")
 _KNOBS = ("hint", "streams") + _INT8_KNOBS
 # runtime layer types that do the multiply-accumulates, and how their runtimePrecision reads
 _COMPUTE_LAYERS = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm",
@@ -95,7 +96,19 @@ def resolve_knobs(options: SessionOptions) -> dict[str, Any]:
                 f"openvino knob 'overflow_fix' must be one of {', '.join(_OVERFLOW)}, got {knobs['overflow_fix']!r}"
             )
         out["overflow_fix"] = fix
+        if knobs.get("keep_float") not in (None, "", "none"):
+            out["keep_float"] = _keep_float(knobs["keep_float"])
     return out
+
+
+def _keep_float(value: Any) -> str:
+    """``"depthwise,first"`` -> ``"first,depthwise"`` (checked, in a fixed order)."""
+    parts = [p.strip().lower() for p in (value.split(",") if isinstance(value, str) else value)]
+    bad = [p for p in parts if p not in _KEEP_FLOAT]
+    if bad or not parts:
+        raise ConfigError(f"openvino knob 'keep_float' must list {' and/or '.join(_KEEP_FLOAT)}, got {value!r}; "
+                          "e.g. keep_float=first,depthwise")
+    return ",".join(k for k in _KEEP_FLOAT if k in parts)
 
 
 def _positive_int(key: str, value: Any) -> int:
@@ -111,7 +124,9 @@ class OpenVinoEngine(Engine):
 
     Knobs: ``hint`` (latency | throughput), ``streams`` (NUM_STREAMS); for int8 ``subset_size`` (32, at most
     the number of calibration samples), ``preset`` (performance | mixed), ``overflow_fix``
-    (enable | first_layer | disable; default enable on CPUs without VNNI, else first_layer).
+    (enable | first_layer | disable; default enable on CPUs without VNNI, else first_layer), ``keep_float``
+    (convolutions left float: ``first``, the one that sees the pixels, and/or ``depthwise``, the grouped
+    ones; e.g. ``first,depthwise``; default none).
     """
 
     name = "openvino"
@@ -317,20 +332,23 @@ def quantize_ir(model: "LoadedModel", xml: Path, options: SessionOptions, knobs:
     nncf = require("nncf", "OpenVINO int8 quantization")
     samples = list(iter_samples(calibration_batches(model, options)))  # NNCF counts subset_size in samples
     knobs["subset_size"] = subset = min(knobs["subset_size"], len(samples))  # record what was really used
+    keep = knobs.get("keep_float")
     key = hash_text(model.fingerprint, knobs["preset"], knobs["overflow_fix"], subset, hash_arrays(samples),
-                    nncf.__version__, ov.__version__)
+                    nncf.__version__, ov.__version__, *([keep] if keep else []))
     out = cache_dir("openvino") / f"{safe_name(model.name)}-{model.fingerprint}-int8-{key}.xml"
     if out.is_file() and out.with_suffix(".bin").is_file():
         return out
     preset = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
     try:
+        fp32 = _core().read_model(str(xml))
         quantized = nncf.quantize(
-            _core().read_model(str(xml)),
+            fp32,
             nncf.Dataset(samples),
             preset=preset[knobs["preset"]],
             subset_size=subset,
             fast_bias_correction=True,
             model_type=None,
+            ignored_scope=_float_scope(nncf, fp32, keep),
             advanced_parameters=nncf.AdvancedQuantizationParameters(
                 overflow_fix=getattr(nncf.OverflowFix, _OVERFLOW[knobs["overflow_fix"]])
             ),
@@ -339,3 +357,23 @@ def quantize_ir(model: "LoadedModel", xml: Path, options: SessionOptions, knobs:
         raise EngineError(f"NNCF int8 quantization of {model.name!r} failed: {one_line(exc, 200)}") from None
     save_ir(quantized, out)
     return out
+
+
+def _float_scope(nncf: Any, ov_model: Any, keep: str | None) -> Any:
+    """The NNCF ignored scope of ``keep_float``: the first convolution by name, grouped ones by type.
+
+    On CPUs without VNNI every int8 weight is cut to 7 bits (the overflow fix); the first convolution of a
+    mobile network and its depthwise ones are where that costs most (EfficientNet-Lite0's pooled features on
+    2 AVX2 cores: cosine 0.969 to fp32 quantized whole, 0.992 with both kept float, for part of int8's speed-up;
+    see benchmarks/photo_search.py).
+    """
+    if not keep:
+        return None
+    names, types = [], []
+    if "first" in keep:
+        first = next((op for op in ov_model.get_ordered_ops() if op.get_type_name() == "Convolution"), None)
+        names = [first.get_friendly_name()] if first is not None else []
+    if "depthwise" in keep:
+        types = ["GroupConvolution"]
+    return nncf.IgnoredScope(names=names, types=types, validate=False)
+

@@ -38,7 +38,8 @@ from torch.nn import functional as F
 from ..errors import ArtifactError, MissingDependencyError
 from .spec import InputSpec
 
-__all__ = ["VARIANTS", "efficientnet_lite", "weights_path", "preprocess_spec", "preprocess", "CROP_PADDING", "imagenet_classes"]
+__all__ = ["VARIANTS", "efficientnet_lite", "weights_path", "preprocess_spec", "preprocess", "eval_view",
+           "CROP_PADDING", "imagenet_classes"]
 
 CROP_PADDING = 32  # TF eval: crop size / (size + 32) of the shorter side, then resize to size
 MEAN = (127.0 / 255,) * 3
@@ -170,6 +171,13 @@ def preprocess_spec(name: str) -> InputSpec:
     return InputSpec(shape=(3, v.size, v.size), mean=MEAN, std=STD)
 
 
+def eval_view(name: str) -> dict[str, Any]:
+    """TF's eval crop as the ``image_view`` the model carries (read by :class:`effstack.search.ImageView`):
+    ``size / (size + 32)`` of the shorter side, bicubic."""
+    size = VARIANTS[name].size
+    return {"crop": size / (size + CROP_PADDING), "resample": "bicubic"}
+
+
 def preprocess(image: Any, name: str = "efficientnet_lite0") -> np.ndarray:
     """One PIL image -> the float32 ``(3, size, size)`` tensor the variant expects (TF's eval transform).
 
@@ -223,6 +231,7 @@ def efficientnet_lite(name: str = "efficientnet_lite0", pretrained: bool = True,
     v = VARIANTS[name]
     model = EfficientNetLite(v.width, v.depth, v.size, v.dropout, num_classes)
     model.input_spec = preprocess_spec(name)
+    model.image_view = eval_view(name)  # how an image file becomes its input (image search decodes with it)
     model.class_names = imagenet_classes() if num_classes == 1000 else None
     path = Path(weights) if weights is not None else (weights_path(name) if pretrained else None)
     if path is not None:

@@ -7,9 +7,11 @@
 >>> ix.search(emb.embed_images(["query.jpg"]), k=10)[0]                      # doctest: +SKIP
 """
 
-from .embed import Embedder, decode_image, embedder_from_manifest, list_images, load_embedder
+from .embed import Embedder, ImageView, decode_image, embedder_from_manifest, list_images, load_embedder
 from .index import DEFAULT_RECALL_TARGET, Hit, Index, UnknownIdError
+from .sources import Calibration
 from .vectors import KINDS, choose_kind, exact_neighbours, normalize
 
-__all__ = ["DEFAULT_RECALL_TARGET", "KINDS", "Embedder", "Hit", "Index", "UnknownIdError", "choose_kind",
-           "decode_image", "embedder_from_manifest", "exact_neighbours", "list_images", "load_embedder", "normalize"]
+__all__ = ["DEFAULT_RECALL_TARGET", "KINDS", "Calibration", "Embedder", "Hit", "ImageView", "Index", "UnknownIdError",
+           "choose_kind", "decode_image", "embedder_from_manifest", "exact_neighbours", "list_images", "load_embedder",
+           "normalize"]

@@ -9,6 +9,12 @@ A ladder bundle (``effstack ladder --bundle DIR``) is loaded with its artifact a
 threads; an ONNX artifact is cut at the input of its final ``Gemm``/``MatMul`` for the pooled features (when
 no such layer can be cut, its output is embedded and :attr:`Embedder.note` says so).
 
+An image file becomes the model's input through an :class:`ImageView`: a centre crop of the part of the
+image that fits the model's aspect, resized to its input size. A model may declare its own view (an
+``image_view`` dict attribute: EfficientNet-Lite's is TF's eval crop, ``size / (size + 32)`` of the shorter
+side, bicubic); others take the whole shorter side, bilinear. The index records the view, so its queries are
+decoded as its images were.
+
 >>> emb = load_embedder("effstack.testing:tiny_cnn", engine="torch")      # doctest: +SKIP
 >>> emb.embed(np.zeros((2, 3, 32, 32), np.float32)).shape                  # doctest: +SKIP
 (2, 32)
@@ -21,9 +27,9 @@ import hashlib
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,7 +37,11 @@ from ..errors import ArtifactError, ConfigError, InputError, suggest
 from ..models.spec import InputSpec, ModelSpec
 from .vectors import normalize
 
-__all__ = ["IMAGE_SUFFIXES", "Embedder", "decode_image", "feature_module", "list_images", "load_embedder"]
+if TYPE_CHECKING:
+    from .sources import Calibration
+
+__all__ = ["IMAGE_SUFFIXES", "Embedder", "ImageView", "decode_image", "feature_module", "list_images", "load_embedder",
+           "prepare_image"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -83,38 +93,105 @@ def _Pooled(inner: Any) -> Any:
     return _pooled_cls()(inner)
 
 
-def decode_image(source: str | os.PathLike[str] | bytes, spec: InputSpec) -> np.ndarray:
-    """One image as the model's input ``(C, H, W)`` float32: resized so its shorter side fits, centre-cropped,
-    scaled to [0, 1] and normalised with the spec's mean and std.
+_RESAMPLE = ("bilinear", "bicubic")
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """How an image becomes the model's input: the centred region of the model's aspect that fits the image,
+    ``crop`` of it kept (1.0: all of it; EfficientNet-Lite's 224 / 256), resized with ``resample``.
 
     Raises:
-        InputError: the file or bytes are not an image Pillow can read, or the model's input is not an image.
+        ConfigError: ``crop`` outside (0, 1] or an unknown ``resample``.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    crop: float = 1.0
+    resample: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.crop, bool) or not isinstance(self.crop, (int, float)) or not 0 < self.crop <= 1:
+            raise ConfigError(f"the view's crop must be a share of the image in (0, 1], got {self.crop!r}; "
+                              "e.g. 0.875")
+        object.__setattr__(self, "crop", float(self.crop))
+        if self.resample not in _RESAMPLE:
+            raise ConfigError(f"the view's resample must be one of {', '.join(_RESAMPLE)}, got {self.resample!r}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == ImageView()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ImageView:
+        """The view a manifest records (None or {}: the default one)."""
+        d = d or {}
+        return cls(**{key: d[key] for key in ("crop", "resample") if key in d})
+
+    @classmethod
+    def of(cls, module: Any) -> ImageView:
+        """The view ``module`` declares in an ``image_view`` dict attribute, else the default one."""
+        declared = getattr(module, "image_view", None)
+        return cls.from_dict(declared) if isinstance(declared, dict) else cls()
+
+
+def prepare_image(img: Any, spec: InputSpec, view: ImageView | None = None) -> np.ndarray:
+    """One PIL image as the model's input ``(C, H, W)`` float32: ``view``'s centre crop resized to the input
+    size, scaled to [0, 1] and normalised with the spec's mean and std.
+
+    The crop box is rounded to whole pixels before the resize (as TF's eval crop and
+    :func:`effstack.models.efficientnet_lite.preprocess` do), so both give the same pixels.
+
+    Raises:
+        InputError: the model's input is not a 1- or 3-channel image ``(C, H, W)``.
+    """
+    from PIL import Image
 
     if len(spec.shape) != 3:
         raise InputError(f"the model's input must be an image (C, H, W), got shape {spec.shape}")
     c, h, w = spec.shape
-    what = "the uploaded image" if isinstance(source, (bytes, bytearray)) else repr(str(source))
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
-            img = ImageOps.exif_transpose(img).convert("L" if c == 1 else "RGB")
-            scale = max(h / img.height, w / img.width)
-            size = (max(w, round(img.width * scale)), max(h, round(img.height * scale)))
-            img = img.resize(size, Image.Resampling.BILINEAR)
-            left, top = (size[0] - w) // 2, (size[1] - h) // 2
-            arr = np.asarray(img.crop((left, top, left + w, top + h)), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"{what} cannot be read as an image ({' '.join(str(exc).split())[:120]}); "
-                         "give a JPEG, PNG or another format Pillow reads") from None
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     if c not in (1, 3):
         raise InputError(f"the model's input must have 1 or 3 channels to take images, got {c}")
+    view = view or ImageView()
+    img = img.convert("L" if c == 1 else "RGB")
+    scale = max(h / img.height, w / img.width)  # the model's aspect, as large as fits in the image
+    rw, rh = view.crop * w / scale, view.crop * h / scale
+    left, top = (img.width - rw) / 2, (img.height - rh) / 2
+    box = (round(left), round(top), round(left + rw), round(top + rh))
+    resample = Image.Resampling.BICUBIC if view.resample == "bicubic" else Image.Resampling.BILINEAR
+    arr = np.asarray(img.crop(box).resize((w, h), resample), dtype=np.float32) / np.float32(255.0)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     if spec.mean is not None and spec.std is not None:
         mean = np.asarray(spec.mean, np.float32)[: c, None, None]
         std = np.asarray(spec.std, np.float32)[: c, None, None]
         arr = (arr - mean) / std
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def decode_image(source: str | os.PathLike[str] | bytes, spec: InputSpec, view: ImageView | None = None
+                 ) -> np.ndarray:
+    """One image file (or its encoded bytes) as the model's input ``(C, H, W)`` float32, through ``view``
+    (default: the whole shorter side, bilinear); see :func:`prepare_image`.
+
+    Raises:
+        InputError: the file or bytes are not an image Pillow can read, or the model's input is not an image.
+
+    Example:
+        >>> decode_image("cat.jpg", InputSpec((3, 224, 224)), ImageView(0.875, "bicubic")).shape  # doctest: +SKIP
+        (3, 224, 224)
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if len(spec.shape) != 3:
+        raise InputError(f"the model's input must be an image (C, H, W), got shape {spec.shape}")
+    what = "the uploaded image" if isinstance(source, (bytes, bytearray)) else repr(str(source))
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
+            return prepare_image(ImageOps.exif_transpose(img), spec, view)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{what} cannot be read as an image ({' '.join(str(exc).split())[:120]}); "
+                         "give a JPEG, PNG or another format Pillow reads") from None
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
@@ -133,26 +210,33 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 class Embedder:
     """A model that turns images into L2-normalised embeddings through one engine session.
 
-    Build with :func:`load_embedder`. ``fingerprint`` identifies the weights and the layer (not the engine or
-    precision: an INT8 session of the same model fills the same index).
+    Build with :func:`load_embedder`. ``fingerprint`` identifies the weights, the layer and a view other than
+    the default one (not the engine or precision: an INT8 session of the same model fills the same index).
+    ``calibration`` records the images an INT8 session was calibrated on (None: not INT8, or arrays given).
     """
 
     def __init__(self, model: Any, session: Any, layer: str, source: dict[str, Any], batch: int = 32,
-                 note: str = ""):
+                 note: str = "", view: ImageView | None = None, calibration: dict[str, Any] | None = None):
         self.model = model
         self.session = session
         self.layer = layer
         self.source = source
         self.batch = batch
         self.note = note  # a line for the user: how the layer was chosen when the asked one could not be cut
+        self.view = view or ImageView()
+        self.calibration = calibration
         self.input: InputSpec = model.input
-        self.fingerprint = hashlib.sha256(f"{model.fingerprint}|{layer}".encode()).hexdigest()[:16]
+        # a default view leaves the fingerprint as it was before views existed (older indexes still open)
+        seen = "" if self.view.is_default else f"|{self.view.crop!r}|{self.view.resample}"
+        self.fingerprint = hashlib.sha256(f"{model.fingerprint}|{layer}{seen}".encode()).hexdigest()[:16]
         self.dim = int(self.embed(model.input.example(1)).shape[1])
 
     def describe(self) -> dict[str, Any]:
         """What an index's manifest records about the model (enough to load it again)."""
         return {"fingerprint": self.fingerprint, "name": self.model.name, "layer": self.layer, **self.source,
                 "engine": self.session.engine, "precision": self.session.precision,
+                **({"view": self.view.to_dict()} if not self.view.is_default else {}),
+                **({"calibration": self.calibration} if self.calibration else {}),
                 **({"note": self.note} if self.note else {})}
 
     def embed(self, x: np.ndarray) -> np.ndarray:
@@ -166,7 +250,7 @@ class Embedder:
 
     def embed_images(self, sources: Sequence[str | os.PathLike[str] | bytes]) -> np.ndarray:
         """Decode and embed images (paths or encoded bytes). Raises :class:`InputError` for an unreadable one."""
-        return self.embed(np.stack([decode_image(s, self.input) for s in sources]))
+        return self.embed(np.stack([decode_image(s, self.input, self.view) for s in sources]))
 
     def embed_paths(self, paths: Sequence[Path], on_error: Callable[[Path, Exception], None] | None = None
                     ) -> Iterator[tuple[list[Path], np.ndarray]]:
@@ -175,7 +259,7 @@ class Embedder:
             good, arrays = [], []
             for p in chunk:
                 try:
-                    arrays.append(decode_image(p, self.input))
+                    arrays.append(decode_image(p, self.input, self.view))
                     good.append(p)
                 except InputError as exc:
                     if on_error is None:
@@ -203,7 +287,8 @@ def _spec_dict(spec: ModelSpec) -> dict[str, Any]:
 
 def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", precision: str | None = None,
                   threads: int | None = None, batch: int = 32, input: InputSpec | None = None,
-                  calibration: Sequence[np.ndarray] | None = None) -> Embedder:
+                  calibration: Sequence[np.ndarray] | Calibration | None = None,
+                  view: ImageView | None = None, knobs: dict[str, Any] | None = None) -> Embedder:
     """Load ``model`` (a spec string, :class:`ModelSpec`, loaded model or bundle folder) as an :class:`Embedder`.
 
     Args:
@@ -213,12 +298,24 @@ def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", pr
         precision: the session's precision (fp32, int8, ...; None: the bundle's, else fp32).
         threads: compute threads (None: the bundle's, else all cores).
         batch: images per engine call.
-        calibration: preprocessed sample batches for INT8 calibration (default: the engine's synthetic ones).
+        calibration: for an INT8 session, a :class:`~.sources.Calibration` naming images (decoded through the
+            view, and recorded in :meth:`Embedder.describe` so a reload calibrates alike), or preprocessed
+            sample batches; None leaves it to the engine, which draws synthetic inputs (noise: give images).
+        view: how image files become input (None: the model's own :class:`ImageView`, else the default).
+        knobs: the engine's settings for the session (e.g. OpenVINO's ``keep_float`` for int8), recorded in
+            :meth:`Embedder.describe`.
 
     Raises:
         ConfigError: an unknown layer, or a named layer asked of an ONNX model.
+        InputError: calibration images that cannot be found or read.
         UnknownModelError, ArtifactError, MissingDependencyError, PrecisionError, EngineError: from loading
             (ArtifactError: a bundle that is damaged or not a bundle).
+
+    Example:
+        >>> emb = load_embedder("efficientnet_lite0", precision="int8",
+        ...                     calibration=Calibration("photos:all?n=4&split=train"))   # doctest: +SKIP
+        >>> emb.describe()["calibration"]                                                  # doctest: +SKIP
+        {'images': 'photos:all?n=4&seed=0&size=224&split=train', 'samples': 32}
     """
     from ..engines import SessionOptions, get_engine
     from ..models import load_model
@@ -227,7 +324,7 @@ def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", pr
 
     bundle = _bundle_path(model)
     if bundle is not None:
-        return _load_bundle(bundle, layer, engine, precision, threads, batch, calibration)
+        return _load_bundle(bundle, layer, engine, precision, threads, batch, calibration, view, knobs)
     loaded = model if isinstance(model, LoadedModel) else load_model(ModelSpec.coerce(model), input=input)
     note = ""
     if loaded.module is None:
@@ -236,14 +333,33 @@ def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", pr
         module, layer_name, note = _torch_features(loaded, layer)
         feat = replace(loaded, module=module, fingerprint=fingerprint_module(module, loaded.input),
                        name=f"{loaded.name}-embed")
+    view = view or ImageView.of(loaded.module)
+    precision = precision or "fp32"
+    batches, record = _calibration(calibration, precision, loaded.input, view)
     session = get_engine(_auto_engine() if engine == "auto" else engine).load(
-        feat, SessionOptions(precision=precision or "fp32", threads=threads, batch=batch, calibration=calibration))
-    source = {"spec": _spec_dict(loaded.spec), "input": loaded.input.to_dict()}
+        feat, SessionOptions(precision=precision, threads=threads, batch=batch, calibration=batches,
+                             knobs=dict(knobs or {})))
+    source = {"spec": _spec_dict(loaded.spec), "input": loaded.input.to_dict(),
+              **({"knobs": dict(knobs)} if knobs else {})}
     try:
-        return Embedder(feat, session, layer_name, source, batch, note)
+        return Embedder(feat, session, layer_name, source, batch, note, view, record)
     except BaseException:
         session.close()
         raise
+
+
+def _calibration(calibration: Sequence[np.ndarray] | Calibration | None, precision: str, input: InputSpec,
+                 view: ImageView) -> tuple[Sequence[np.ndarray] | None, dict[str, Any] | None]:
+    """``(batches for the engine, the record for the manifest)``: images named by a :class:`Calibration` are
+    decoded only for an INT8 session (no other precision calibrates)."""
+    from .sources import Calibration
+
+    if not isinstance(calibration, Calibration):
+        return calibration, None
+    if precision != "int8":
+        return None, None
+    batches, used = calibration.resolve(input, view)
+    return batches, used.to_dict()
 
 
 def _torch_features(loaded: Any, layer: str | None) -> tuple[Any, str, str]:
@@ -276,7 +392,8 @@ def _bundle_path(model: Any) -> Path | None:
 
 
 def _load_bundle(folder: Path, layer: str | None, engine: str, precision: str | None, threads: int | None,
-                 batch: int, calibration: Sequence[np.ndarray] | None) -> Embedder:
+                 batch: int, calibration: Sequence[np.ndarray] | Calibration | None,
+                 view: ImageView | None = None, knobs: dict[str, Any] | None = None) -> Embedder:
     """An embedder from a bundle's artifact, run with the bundle's engine, precision and threads unless given.
 
     Its fingerprint comes from the bundle's model fingerprint and the layer (so an INT8 bundle of a model
@@ -292,10 +409,12 @@ def _load_bundle(folder: Path, layer: str | None, engine: str, precision: str | 
     loaded = load_model(serving.model, input=inp)
     model_fp = manifest.get("fingerprint") or loaded.fingerprint
     emb = load_embedder(loaded, layer, serving.engine if engine == "auto" else engine,
-                        precision or serving.precision, threads or serving.threads, batch, calibration=calibration)
-    emb.fingerprint = hashlib.sha256(f"bundle|{model_fp}|{emb.layer}".encode()).hexdigest()[:16]
+                        precision or serving.precision, threads or serving.threads, batch, calibration=calibration,
+                        view=view, knobs=knobs)
+    seen = "" if emb.view.is_default else f"|{emb.view.crop!r}|{emb.view.resample}"
+    emb.fingerprint = hashlib.sha256(f"bundle|{model_fp}|{emb.layer}{seen}".encode()).hexdigest()[:16]
     emb.source = {"bundle": str(folder), "bundle_model": manifest.get("model"), "bundle_fingerprint": model_fp,
-                  "input": emb.source["input"]}
+                  "input": emb.source["input"], **({"knobs": knobs} if knobs else {})}
     return emb
 
 
@@ -363,20 +482,33 @@ def _cut_onnx_features(loaded: Any) -> tuple[Path, str] | None:
 
 
 def embedder_from_manifest(model: dict[str, Any], engine: str = "auto", precision: str | None = None,
-                           threads: int | None = None, batch: int = 32) -> Embedder:
-    """The embedder an index's manifest describes (its model spec, input and layer).
+                           threads: int | None = None, batch: int = 32,
+                           calibration: Calibration | None = None) -> Embedder:
+    """The embedder an index's manifest describes (its model spec, input, layer and view).
+
+    An INT8 session calibrates on the images the manifest records (as the build did, so it quantizes alike),
+    else on ``calibration`` (e.g. :func:`~.sources.index_sample` of the index's own images).
 
     Raises:
         ArtifactError: the manifest names no loadable model, or the model loaded now differs from the one
             that built the index (its fingerprint changed: the weights file was replaced).
+        InputError: the recorded calibration images are gone.
     """
+    from .sources import Calibration
+
+    if isinstance(model.get("calibration"), dict):
+        calibration = Calibration.from_dict(model["calibration"])
+    view = ImageView.from_dict(model.get("view"))  # absent: built before views, or with the default one
+    # knobs belong to one engine and precision (an int8 one refuses an fp32 session): kept for the same ones only
+    same = _same_engine(engine, model.get("engine")) and (precision is None or precision == model.get("precision"))
+    knobs = model.get("knobs") if same else None
     bundle = model.get("bundle")
     if bundle:
         if not Path(str(bundle)).is_dir():
             raise ArtifactError(f"the bundle {bundle!r} that built this index is gone; put it back, or rebuild "
                                 "the index")
         emb = load_embedder(str(bundle), model.get("layer") if model.get("layer") == "output" else None, engine,
-                            precision, threads, batch)
+                            precision, threads, batch, calibration=calibration, view=view, knobs=knobs)
         _check_fingerprint(emb, model, f"the bundle {bundle!r}")
         return emb
     spec = model.get("spec")
@@ -385,9 +517,16 @@ def embedder_from_manifest(model: dict[str, Any], engine: str = "auto", precisio
     layer = model.get("layer")
     emb = load_embedder(ModelSpec.from_dict(spec), None if str(layer).endswith(":input") else layer, engine,
                         precision or model.get("precision", "fp32"), threads, batch,
-                        InputSpec.from_dict(model["input"]) if model.get("input") else None)
+                        InputSpec.from_dict(model["input"]) if model.get("input") else None, calibration, view, knobs)
     _check_fingerprint(emb, model, f"the model {spec.get('source')!r}")
     return emb
+
+
+def _same_engine(asked: str, recorded: Any) -> bool:
+    from ..engines import canonical
+    from ..serve.repository import _auto_engine
+
+    return recorded is not None and canonical(_auto_engine() if asked == "auto" else asked) == recorded
 
 
 def _check_fingerprint(emb: Embedder, model: dict[str, Any], what: str) -> None:

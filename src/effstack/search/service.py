@@ -81,9 +81,12 @@ class SearchService:
             ArtifactError: no index, a damaged one, or the recorded model no longer matches it.
             ConfigError: another process is writing the index.
         """
+        from .sources import index_sample
+
         index = Index.open(path, writable=True)
-        try:
-            return cls(index, embedder_from_manifest(index.model, engine, precision, threads))
+        try:  # an INT8 session of an fp32 index calibrates on a sample of the index's images
+            return cls(index, embedder_from_manifest(index.model, engine, precision, threads,
+                                                     calibration=index_sample(index)))
         except BaseException:
             index.close(checkpoint=False)
             raise
