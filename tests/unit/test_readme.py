@@ -162,7 +162,7 @@ def _inline_code(text: str | None = None) -> list[str]:
 
 def test_readme_inline_commands_use_flags_their_command_has():
     inline = [c for c in _inline_code() if c.startswith("effstack ")]
-    assert any(c.startswith("effstack demo --quick") for c in inline)
+    assert any(c.startswith("effstack demo digits") for c in inline)
     for command in inline:
         words = command.split()[1:]
         sub, name = _command_parser(words)

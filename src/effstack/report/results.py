@@ -266,6 +266,11 @@ def _view_ladder(doc: dict[str, Any]) -> str:
                if r.measured is not None and r.measured.spread_pct is not None]
     note = ("\n\nSpread of each measured rung's throughput across its repeats ((max - min) / median): "
             + ", ".join(spreads) + ".") if spreads else ""
+    search = doc["result"].get("search") if isinstance(doc["result"], dict) else None
+    if isinstance(search, dict) and search.get("recall_at_1") is not None:
+        note += (f"\n\nIndex of the photos built with the bundle: {search['images']} images embedded in "
+                 f"{search['embed_seconds']:.1f} s; near-duplicate recall@1 {search['recall_at_1']:.2f} "
+                 f"(the fp32 PyTorch model's: {search['fp32_recall_at_1']:.2f}).")
     return "```\n" + ladder_text(result, width=70) + "\n```" + note
 
 
