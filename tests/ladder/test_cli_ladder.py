@@ -197,3 +197,23 @@ def test_photo_demo_ladders_the_real_embedder_and_indexes_the_photos_with_its_bu
     assert search["images"] == len(x) and 80.0 <= search["fp32_recall_at_1"] <= 100.0
     assert abs(search["recall_at_1"] - search["fp32_recall_at_1"]) <= 5.0  # the bundle embeds like fp32
     assert (out / "index" / "manifest.json").is_file()
+
+
+def test_a_pretrained_model_keeps_its_batchnorm_statistics(monkeypatch):
+    """Only random-weight models get their BatchNorm statistics re-estimated: doing it to EfficientNet-Lite's
+    ImageNet weights (from image-like noise) would leave a model that classifies nothing right."""
+    import effstack.models as models
+    from effstack.ladder import Budget, Measured
+    from effstack.ladder.pipeline import run_ladder
+
+    calls = []
+    monkeypatch.setattr(models, "recalibrate_batchnorm", lambda module, batches: calls.append(module) or 0)
+    measure = lambda variant, config: Measured(throughput=10.0, p99_ms=1.0, accuracy=100.0)  # noqa: E731
+    tiny = models.load_model("effstack.testing:tiny_cnn")
+    monkeypatch.setattr("effstack.ladder.pipeline.make_quantizer", lambda *a, **k: None)
+    for name, recalibrated in (("efficientnet_lite0", False), ("resnet18", True)):
+        calls.clear()
+        model = models.from_module(tiny.module, tiny.input, name, source=name)
+        run_ladder(model, budget=Budget(100.0), measure=measure, engines=(), layout=False, progress=False,
+                   eval_samples=4)
+        assert bool(calls) is recalibrated, name

@@ -238,8 +238,11 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
         data = LadderData((x, None))
     x_eval, y_eval = data.eval
     loaded.input.validate(np.ascontiguousarray(x_eval[:1]))
-    if recalibrate_bn is None:
+    if recalibrate_bn is None:  # only a model with random weights: trained ones keep their statistics
+        from ..models.loader import is_pretrained
+
         recalibrate_bn = loaded.module is not None and not loaded.spec.weights and ":" not in loaded.spec.source \
+            and not is_pretrained(loaded.spec.source) \
             and "/" not in loaded.spec.source and not loaded.spec.source.endswith((".pt", ".pth", ".ts", ".onnx"))
     if recalibrate_bn and loaded.module is not None:
         calib = loaded.input.image_like(64, seed=12)

@@ -136,6 +136,11 @@ def recalibrate_batchnorm(module: Any, batches: Any) -> int:
 # --- torch sources ------------------------------------------------------------------------------
 
 
+def is_pretrained(source: str) -> bool:
+    """Whether ``source`` names a model effstack loads with real trained weights (EfficientNet-Lite)."""
+    return source in _pretrained_names()
+
+
 def _pretrained_names() -> tuple[str, ...]:
     from .efficientnet_lite import VARIANTS
 
