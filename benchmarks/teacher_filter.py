@@ -135,8 +135,10 @@ def summarize(rows: list[dict[str, Any]], s: Settings) -> list[dict[str, Any]]:
             "top1_per_1k_train_images": round(top1 / (s.n / 1000), 2),
             "top1_per_1k_rendered_images": round(top1 / (mine[0]["rendered"] / 1000), 2),
             "train_s": round(train_s, 2), "score_s": round(score_s, 3),
-            "top1_per_train_s": round(top1 / train_s, 3) if train_s > 0 else None,
-            "top1_per_train_plus_score_s": round(top1 / (train_s + score_s), 3) if train_s + score_s > 0 else None,
+            # nan only in a toy run whose training rounds to 0 s
+            "top1_per_train_s": round(top1 / train_s, 3) if train_s > 0 else float("nan"),
+            "top1_per_train_plus_score_s": round(top1 / (train_s + score_s), 3) if train_s + score_s > 0
+            else float("nan"),
             "kept_fraction_mean": {c: round(statistics.mean(v), 4) for c, v in fractions.items()},
             "kept_fraction_min": min(min(v) for v in fractions.values()),
             "kept_fraction_max": max(max(v) for v in fractions.values()),
