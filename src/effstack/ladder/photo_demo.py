@@ -73,7 +73,6 @@ def run_photo_demo(config: PhotoDemoConfig | None = None, out: str | Path = "res
     from .pipeline import LadderData, run_ladder
 
     config = config or PhotoDemoConfig()
-    t0 = time.perf_counter()
     loaded = load_model(model)
     features, layer = feature_module(loaded.module)
     embedder = from_module(features, loaded.input, f"{model}-features", model)
@@ -88,7 +87,7 @@ def run_photo_demo(config: PhotoDemoConfig | None = None, out: str | Path = "res
                         max_batch=config.max_batch, prune=False, layout=config.layout,
                         time_budget_s=config.time_budget_s, progress=progress, task="embedding")
     result.model = f"demo: {model} image search on real photos"
-    result.search = {"spec": spec, "groups": groups, "x": x, "seconds": time.perf_counter() - t0}
+    result.search = {"groups": groups, "x": x}
     return result
 
 
@@ -114,8 +113,7 @@ def index_photos(result: Any, bundle: str | Path, out: str | Path) -> dict[str, 
     reference = _baseline_embeddings(result, x)
     ids = [f"{g:02d}/{i:04d}" for i, g in enumerate(groups.tolist())]
     path = Path(out)
-    with Index.create(path, emb.describe()["model"] if "model" in emb.describe() else emb.describe(),
-                      vectors.shape[1]) as index:
+    with Index.create(path, emb.describe(), vectors.shape[1]) as index:
         index.add(ids, vectors)
     figures = {
         "index": str(path), "images": int(len(ids)), "embed_seconds": round(seconds, 2),
