@@ -65,11 +65,40 @@ def test_distill_with_labels_and_augmentation_consistency(teacher):
     student = _mlp(8, 1)
     student_inputs = []
     student.register_forward_pre_hook(lambda m, a: student_inputs.append(a[0].clone()))
-    distill(Spy(), student, _data(), _cfg(train=TrainConfig(epochs=1, lr=1e-2, progress=False)))
+    distill(Spy(), student, _data(), _cfg(train=TrainConfig(epochs=1, lr=1e-2, augment="shift", progress=False)))
     # first call of each: the shape check; after that, one teacher call per student training step
     pairs = list(zip(student_inputs[1:], seen[1:]))
     assert pairs and all(torch.equal(a, b) for a, b in pairs)
     assert evaluate(student, _data(64, seed=2)) > 50
+
+
+def test_without_augmentation_the_teacher_sees_each_sample_once(teacher):
+    calls = []
+    teacher.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    try:
+        x, y = _data()
+        r = distill(teacher, _mlp(8, 1), (x, y), _cfg(hard=1.0, train=TrainConfig(epochs=3, lr=1e-2, progress=False)))
+    finally:
+        teacher._forward_pre_hooks.clear()
+    assert sum(calls) == 2 + len(x)  # the shape check, then one pass before the first epoch; none per step
+    assert len(r.history) == 3 and evaluate(r.model, _data(64, seed=2)) > 80
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_cached_loss_equals_the_per_batch_loss(teacher, labelled):
+    from effstack.compress.distill import _cached_loss, _with_teacher_outputs, distillation_loss
+
+    x, y = _data(40)
+    (_, packed), classes = _with_teacher_outputs(teacher, (x, y if labelled else None))
+    assert classes == 3 and packed.shape == (40, 4)
+    logits = torch.randn(40, 3)
+    alpha = 0.7 if labelled else 1.0
+    cached = _cached_loss(classes, 2.0, alpha, 0.5, 0.1, labelled)(logits, torch.from_numpy(packed), None)
+    live = distillation_loss(teacher, 2.0, alpha, 0.1, hard=0.5)(logits, torch.from_numpy(y) if labelled else None,
+                                                                 torch.from_numpy(x))
+    assert torch.allclose(cached, live, atol=1e-5)
+    assert not torch.allclose(live, distillation_loss(teacher, 2.0, alpha, 0.1)(
+        logits, torch.from_numpy(y) if labelled else None, torch.from_numpy(x)))  # the hard term counts
 
 
 def test_distill_config_validation_and_round_trip():
@@ -79,6 +108,8 @@ def test_distill_config_validation_and_round_trip():
         DistillConfig(temperature=0)
     with pytest.raises(ConfigError, match="alpha must be in"):
         DistillConfig(alpha=1.5)
+    with pytest.raises(ConfigError, match="hard must be a non-negative"):
+        DistillConfig(hard=-1)
     with pytest.raises(ConfigError, match="unknown distill setting"):
         DistillConfig.from_dict({"temp": 3})
 

@@ -48,6 +48,18 @@ def test_fit_is_deterministic_by_seed():
         assert torch.equal(pa, pb)
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_norm_keeps_batchnorm_statistics(freeze):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    bn = net[1]
+    before = bn.running_mean.clone(), bn.running_var.clone(), bn.weight.detach().clone()
+    fit(net, _blobs(), _cfg(epochs=2, freeze_norm=freeze))
+    stats_kept = torch.equal(before[0], bn.running_mean) and torch.equal(before[1], bn.running_var)
+    assert stats_kept == freeze
+    assert not torch.equal(before[2], bn.weight)  # the affine scale learns either way
+
+
 def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     data = _blobs()
     ref = _net()

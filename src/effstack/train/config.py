@@ -52,7 +52,10 @@ class TrainConfig:
     augment: ``none`` | ``shift`` (random translation by up to 1/8 of the side, zero fill) |
     ``flip-shift`` (plus horizontal flips; not for digits or text); applied per batch, so a teacher and
     its student see the same augmented images. seed: the loop's randomness (shuffling, augmentation,
-    dropout) derives from it, per epoch, so a resumed run repeats the uninterrupted one. checkpoint_dir:
+    dropout) derives from it, per epoch, so a resumed run repeats the uninterrupted one. freeze_norm: keep
+    every BatchNorm layer in eval mode while training (its running statistics and the ones it normalises
+    with stay fixed; its scale and shift still learn): fine-tuning a pretrained model on a few hundred
+    images in small batches would otherwise replace its ImageNet statistics with noisy ones. checkpoint_dir:
     where ``last.pt`` is written after every epoch (None: no checkpoints). resume: continue from
     ``checkpoint_dir/last.pt`` when it exists. progress: show a rich progress bar on stderr.
 
@@ -71,6 +74,7 @@ class TrainConfig:
     amp: str = "auto"
     augment: str = "none"
     seed: int = 0
+    freeze_norm: bool = False
     checkpoint_dir: str | None = None
     resume: bool = False
     progress: bool = True

@@ -303,6 +303,15 @@ def _default_loss(label_smoothing: float) -> LossFn:
     return loss
 
 
+def _freeze_norm(module: Any) -> None:
+    """Put every BatchNorm of ``module`` back in eval mode (``TrainConfig.freeze_norm``)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    for m in module.modules():
+        if isinstance(m, _BatchNorm):
+            m.eval()
+
+
 def _check_first_batch(logits: Any, y: Any, custom_loss: bool) -> None:
     if custom_loss or y is None:
         return
@@ -387,6 +396,8 @@ def fit(model: Any, data: Any, config: TrainConfig | None = None, *, val: Any = 
             torch.manual_seed(config.seed * 100_003 + epoch)  # dropout etc.: the same on a resumed run
             gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
             module.train()
+            if config.freeze_norm:
+                _freeze_norm(module)
             loss_sum, seen = 0.0, 0
             for i, (x, y) in enumerate(train_data.batches(config.batch_size, gen)):
                 for group in opt.param_groups:
