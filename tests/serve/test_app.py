@@ -170,6 +170,31 @@ def test_metrics_count_requests_batches_and_failures(mlp_server):
     assert values['effstack_compute_pace{model="tiny_mlp",version="1"}'] > 0
 
 
+def test_each_inference_reports_its_stages_in_server_timing_and_metrics(mlp_server, server_factory, tiny_mlp_model):
+    from effstack.serve.metrics import STAGES
+
+    base = mlp_server.url
+    x = np.zeros((2, 16), np.float32)
+    body, headers = _binary(x)
+    r = httpx.post(base + "/v2/models/tiny_mlp/infer", content=body, headers=headers)
+    assert r.status_code == 200
+    timing = {}
+    for part in r.headers["Server-Timing"].split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        timing[name] = float(dur)
+    assert list(timing) == list(STAGES) and all(v >= 0 for v in timing.values())
+    assert timing["compute"] > 0 and sum(v for k, v in timing.items() if k != "total") <= timing["total"] + 0.01
+    text = httpx.get(base + "/metrics").text
+    for stage in STAGES[:-1]:  # the total is effstack_request_duration_seconds
+        assert f'effstack_request_stage_duration_seconds_count{{model="tiny_mlp",stage="{stage}",version="1"}}' in text
+    assert 'stage="total"' not in text
+    assert "Server-Timing" not in httpx.post(base + "/v2/models/tiny_mlp/infer", json=_infer_doc(shape=(1, 3))).headers
+    runner, _ = gated_runner(tiny_mlp_model)
+    quiet = server_factory(runners={"gated": runner}, server_timing=False)
+    r = httpx.post(quiet.url + "/v2/models/gated/infer", json=_infer_doc())
+    assert r.status_code == 200 and "Server-Timing" not in r.headers
+
+
 def _post_in_thread(url, doc, results, i):
     def go():
         results[i] = httpx.post(url, json=doc, timeout=30)

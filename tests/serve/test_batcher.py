@@ -96,6 +96,92 @@ def test_latency_budget_waits_for_company_at_most_one_batch():
     assert linear.batch_cap == 2 and decide(q, now=0.0, policy=linear).wake_at == pytest.approx(0.007)  # saves 7 ms
 
 
+def test_no_waiting_for_company_that_the_arrival_rate_says_will_not_come():
+    # two streams: a batch of 2 costs what one of 1 does, so the cap is 2 and a lone request may wait what the
+    # pair saves, 2 * 10 - 10.5 = 9.5 ms (issue 17: a lone request 100 ms after the last one waited all of it)
+    policy = BatchingPolicy(max_batch=8, latency_budget_s=0.050, latency_curve={1: 0.010, 2: 0.0105, 4: 0.021})
+    assert policy.batch_cap == 2 and policy.max_wait_s == pytest.approx(0.0095)
+    q = [Pending(0, 1, arrival=1.0)]
+    unknown = decide(q, now=1.0, policy=policy)
+    assert unknown.launch == () and unknown.wake_at == pytest.approx(1.0095)  # no rate given: waits as before
+    assert [p.id for p in decide(q, now=1.0, policy=policy, arrival_rate=10.0).launch] == [0]  # 0.095 expected
+    assert [p.id for p in decide(q, now=1.0, policy=policy, arrival_rate=0.0).launch] == [0]
+    busy = decide(q, now=1.0, policy=policy, arrival_rate=200.0)  # 1.9 samples expected within the wait
+    assert busy.launch == () and busy.wake_at == pytest.approx(1.0095)
+    edge = 1 / 0.0095  # exactly MIN_COMPANY expected: waiting may pay
+    assert decide(q, now=1.0, policy=policy, arrival_rate=edge * 1.001).launch == ()
+    assert len(decide(q, now=1.0, policy=policy, arrival_rate=edge * 0.999).launch) == 1
+    # the window counts from the oldest request's arrival, so the decision does not flip as time passes
+    assert decide(q, now=1.005, policy=policy, arrival_rate=200.0).wake_at == pytest.approx(1.0095)
+    # a full batch launches whatever the rate; fixed-delay mode waits the user's delay whatever the rate
+    assert len(decide(reqs(1, 1), now=0.0, policy=policy, arrival_rate=200.0).launch) == 2
+    fixed = BatchingPolicy(max_batch=8, max_queue_delay_s=0.010)
+    assert decide(q, now=1.0, policy=fixed, arrival_rate=0.0).wake_at == pytest.approx(1.010)
+
+
+def test_the_arrival_rate_is_estimated_over_recent_arrivals_and_decays_when_they_stop():
+    from effstack.serve.batcher import RATE_WINDOW
+
+    policy = BatchingPolicy(max_batch=4, latency_budget_s=0.050, latency_curve={1: 0.004}, queue_capacity=1000)
+    q = BatchQueue(policy)
+    assert q.arrival_rate(0.0) == 0.0  # nothing seen: no company to expect
+    q.admit(Pending(0, 1, 0.0))
+    assert q.arrival_rate(0.0) == 0.0  # one arrival gives no rate
+    for i in range(1, 40):  # 100 ms apart, launched as they come
+        q.apply(decide(q, 0.1 * (i - 1), policy))
+        q.admit(Pending(i, 1, 0.1 * i))
+    assert q.arrival_rate(3.9) == pytest.approx(10.0)
+    assert q.arrival_rate(3.9 + 1.5) == pytest.approx((RATE_WINDOW - 1) / (0.1 * (RATE_WINDOW - 1) + 1.5))
+    burst = BatchQueue(policy)
+    burst.admit(Pending(0, 2, 5.0))
+    burst.admit(Pending(1, 3, 5.0))  # at the same instant: as fast as can be, and samples count, not requests
+    assert burst.arrival_rate(5.0) == float("inf") and burst.arrival_rate(5.5) == pytest.approx(6.0)
+    tiny = BatchQueue(BatchingPolicy(max_batch=1, latency_budget_s=0.050, latency_curve={1: 0.040}))
+    tiny.admit(Pending(0, 1, 0.0))
+    with pytest.raises(QueueFull):
+        tiny.admit(Pending(1, 1, 0.01))
+    assert tiny.arrival_rate(0.01) == pytest.approx(100.0)  # a refused request is load all the same
+
+
+def test_the_shell_waits_for_company_only_once_requests_come_fast():
+    from effstack.serve.workers import Batcher
+
+    # cap 2, and a lone sample may wait 0.2 s for a second (what the pair saves)
+    policy = BatchingPolicy(max_batch=2, latency_budget_s=10.0, latency_curve={1: 0.2, 2: 0.2})
+    assert policy.batch_cap == 2 and policy.max_wait_s == pytest.approx(0.2)
+
+    async def main():
+        gate = GateSession()
+        batcher = Batcher(policy, [gate.run])
+        ys = await asyncio.gather(*(batcher.submit(_x(i)) for i in range(3)))
+        batcher.close()
+        return gate.batches, ys
+
+    batches, ys = asyncio.run(main())
+    # the first request has no rate behind it: it launches alone at once (a shell blind to the rate held it for
+    # company: batches [2, 1]); the second comes right after it, so company is likely, and the third brings it
+    assert batches == [1, 2] and [float(y[0, 0]) for y in ys] == [0.0, 2.0, 4.0]
+
+
+def test_the_shell_stamps_each_requests_trace():
+    from effstack.serve.metrics import STAGES, RequestTrace
+    from effstack.serve.workers import Batcher
+
+    async def main():
+        gate = GateSession()
+        batcher = Batcher(BatchingPolicy(max_batch=4), [gate.run])
+        trace = RequestTrace(0)
+        trace.read = trace.parse = trace.launch = start = __import__("time").perf_counter_ns()
+        await batcher.submit(_x(3), trace=trace)
+        batcher.close()
+        return trace, start
+
+    trace, start = asyncio.run(main())
+    assert start <= trace.launch <= trace.started and trace.compute_ns > 0
+    stages = dict(zip(STAGES, trace.stages_ns()))
+    assert stages["compute"] == trace.compute_ns and all(v >= 0 for v in stages.values())
+
+
 def test_the_cap_is_the_smallest_batch_near_the_best_cost_per_sample():
     budget = dict(latency_budget_s=1.0, budget_slack=0.0, queue_capacity=10_000)
     linear = BatchingPolicy(max_batch=8, latency_curve={1: 0.010, 8: 0.080}, **budget)  # a CPU: no gain

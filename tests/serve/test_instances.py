@@ -171,3 +171,48 @@ def test_auto_instances_in_the_config_and_the_command_line(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["serve", "effstack.testing:tiny_cnn", "--instances", "0", "--print-config"])
     assert exc.value.code == 2 and "positive number of instances or 'auto'" in capsys.readouterr().err
+
+
+def test_one_openvino_instance_runs_lone_samples_on_a_session_loaded_for_batch_1(tiny_cnn):
+    pytest.importorskip("openvino")
+    from effstack.engines.openvino import OpenVinoSession
+    from effstack.serve.repository import BySize
+
+    # THROUGHPUT at max batch 4 makes a stream per thread: a lone sample would run on one of the two threads
+    config = ServingConfig(model="effstack.testing:tiny_cnn", engine="openvino", instances=1, threads=2, max_batch=4)
+    runner = ModelRunner.build(config, "cnn", model=tiny_cnn)
+    try:
+        (inst,) = runner.sessions
+        assert isinstance(inst, BySize) and isinstance(inst.single, OpenVinoSession)
+        settings = inst.settings()
+        assert settings["hint"] == "throughput" and settings["batch1"]["hint"] == "latency"
+        assert settings["batch1"]["streams"] == 1 and settings["batch1"]["threads"] == 2
+        calls = []
+        inst._single, inst._batched = (lambda x: calls.append(("single", len(x))) or inst.single.run(x),
+                                       lambda x: calls.append(("batched", len(x))) or inst.batched.run(x))
+        x = tiny_cnn.input.example(3, seed=1)
+        np.testing.assert_allclose(inst.run(x[:1]), inst.batched.run(x[:1]), rtol=1e-4, atol=1e-5)
+        inst.run(x)
+        assert calls == [("single", 1), ("batched", 3)]
+    finally:
+        import asyncio
+
+        asyncio.run(runner.stop())
+    assert inst.single.compiled is None and inst.batched.compiled is None  # both closed
+
+
+@pytest.mark.parametrize("settings", [{"threads": 1}, {"knobs": {"hint": "latency"}}, {"max_batch": 1}],
+                         ids=["one thread", "a users hint", "max batch 1"])
+def test_one_session_serves_every_size_where_batch_1_would_be_set_up_alike(tiny_cnn, settings):
+    pytest.importorskip("openvino")
+    from effstack.engines.openvino import OpenVinoSession
+
+    config = ServingConfig(model="effstack.testing:tiny_cnn", engine="openvino", instances=1,
+                           **{"threads": 2, "max_batch": 4, **settings})
+    runner = ModelRunner.build(config, "cnn", model=tiny_cnn)
+    try:
+        assert [type(s) for s in runner.sessions] == [OpenVinoSession]
+    finally:
+        import asyncio
+
+        asyncio.run(runner.stop())

@@ -5,7 +5,7 @@ are pure and import no web framework; the HTTP app (:mod:`~effstack.serve.app`) 
 
 >>> from effstack.serve import ServingConfig, BatchingPolicy
 >>> ServingConfig("resnet50", latency_budget_ms=50).policy({1: 0.005, 8: 0.02}).batch_cap
-8
+6
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from .errors import (
     Unauthorized,
     error_response_parts,
 )
-from .metrics import ServerMetrics
+from .metrics import RequestTrace, ServerMetrics
 from .openapi import document
 from .protocol import HEADER_LENGTH, encode_infer_response, parse_infer_request
 from .repository import ModelRepository
@@ -70,6 +70,8 @@ class ServerOptions:
     host: the address to bind (127.0.0.1 unless told otherwise). port: the TCP port.
     token: a bearer token every request but the health probes must carry (None: no auth).
     max_request_bytes: larger bodies get 413 (decompressed size, for gzip/deflate bodies).
+    server_timing: answer each inference with a ``Server-Timing`` header, the request's time by stage in ms
+        (about 2 us to build; the same figures are in ``/metrics`` either way).
 
     Raises:
         ConfigError: a port or limit out of range.
@@ -79,6 +81,7 @@ class ServerOptions:
     port: int = 8000
     token: str | None = None
     max_request_bytes: int = 64 * 1024 * 1024
+    server_timing: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -228,6 +231,7 @@ def create_app(repository: ModelRepository, options: ServerOptions, metrics: Ser
     metrics = metrics or ServerMetrics(repository.state)
     repository.observer = repository.observer or metrics.model  # the batchers report to these metrics
     limit = options.max_request_bytes
+    server_timing = options.server_timing
     openapi = json.dumps(document(version=__version__)).encode()
 
     async def live(request: Request) -> Response:
@@ -255,27 +259,35 @@ def create_app(repository: ModelRepository, options: ServerOptions, metrics: Ser
         return _json_response(_runner(request).model_config())
 
     async def infer(request: Request) -> Response:
-        t0 = time.perf_counter()
+        clock = time.perf_counter_ns
+        trace = RequestTrace(clock())
         runner = _runner(request)
         m = metrics.model(runner.name, runner.version)
         try:
             runner.batcher.check_capacity()  # overload is answered before the body is even read
             header_length = _header_length(request)
             body = await read_body(request, limit, align_at=header_length)
+            trace.read = clock()
             args = (body, header_length, runner.inputs, runner.outputs, runner.config.max_batch)
             json_bytes = len(body) if header_length is None else header_length
             req = (await asyncio.to_thread(parse_infer_request, *args) if json_bytes > PARSE_OFF_LOOP_BYTES
                    else parse_infer_request(*args))
-            y = await runner.infer(req.inputs[runner.inputs[0].name], req.timeout_s, req.priority)
+            trace.parse = trace.launch = clock()
+            y = await runner.infer(req.inputs[runner.inputs[0].name], req.timeout_s, req.priority, trace)
+            trace.done = clock()
             outputs = [(name, y, binary) for name, binary in req.outputs]
             payload, head = encode_infer_response(runner.name, runner.version, req.id, outputs)
+            headers = {} if head is None else {"Inference-Header-Content-Length": str(head)}
+            trace.encode = clock()
+            if server_timing:
+                headers["Server-Timing"] = trace.server_timing()
         except Exception as exc:
-            m.failure(_failure_reason(exc), time.perf_counter() - t0)
+            m.failure(_failure_reason(exc), (clock() - trace.start) / 1e9)
             raise
-        m.success(time.perf_counter() - t0)
-        if head is None:
-            return Response(payload, 200, None, JSON)
-        return Response(payload, 200, {"Inference-Header-Content-Length": str(head)}, "application/octet-stream")
+        stages = trace.stages_ns()
+        m.success(stages[-1] / 1e9)
+        m.stages(stages)
+        return Response(payload, 200, headers, JSON if head is None else "application/octet-stream")
 
     async def repo_index(request: Request) -> Response:
         await read_body(request, SMALL_BODY_BYTES)

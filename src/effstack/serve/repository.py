@@ -32,13 +32,17 @@ from .errors import ModelNotReady
 from .protocol import TensorMeta, datatype_of
 from .workers import Batcher, lower_priority, thread_ids
 
-__all__ = ["CURVE_REPEATS", "ModelRepository", "ModelRunner", "ModelState", "pick_layout", "resolve_target"]
+__all__ = ["BySize", "CURVE_REPEATS", "ModelRepository", "ModelRunner", "ModelState", "pick_layout", "resolve_target"]
 
 log = logging.getLogger("effstack.serve")
 
 AUTO_MARGIN = 0.05  # instances="auto": layouts predicted within this of the best count as equal
 CURVE_REPEATS = 5  # timed runs per measured batch size; the curve takes their p99 (about their maximum)
 VERSION = "1"
+# engines whose sessions are set up for the batch they are loaded for, whose batch-1 setup may run a lone sample
+# faster (OpenVINO: the LATENCY hint at batch 1, THROUGHPUT above; see BySize), and the settings that tell
+# whether it does (one stream of every thread against one stream per thread). Other engines load once.
+BATCH1_SESSION_ENGINES = {"openvino": ("streams", "threads")}
 MODEL_SUFFIXES = (".onnx", ".ts", ".torchscript", ".jit", ".pt", ".pth")
 
 
@@ -172,12 +176,14 @@ class ModelRunner:
         self.batcher = Batcher(self.policy, [s.run for s in self.sessions], observer,
                                inline_below_s=self.config.inline_below_ms / 1e3)
 
-    async def infer(self, x: np.ndarray, timeout_s: float | None = None, priority: int | None = None) -> np.ndarray:
-        """Batch ``x`` with other requests and return its output rows (see :meth:`Batcher.submit`)."""
+    async def infer(self, x: np.ndarray, timeout_s: float | None = None, priority: int | None = None,
+                    trace: Any = None) -> np.ndarray:
+        """Batch ``x`` with other requests and return its output rows (see :meth:`Batcher.submit`; ``trace``
+        collects the request's stage stamps)."""
         assert self.batcher is not None, "start() the runner first"
         if timeout_s is None and self.config.timeout_ms is not None:
             timeout_s = self.config.timeout_ms / 1e3
-        return await self.batcher.submit(x, timeout_s, priority)
+        return await self.batcher.submit(x, timeout_s, priority, trace)
 
     async def stop(self) -> None:
         """Refuse new requests, let queued and running ones finish, then close the sessions."""
@@ -250,11 +256,50 @@ def _load_instances(engine: Any, model: Any, config: ServingConfig) -> tuple[lis
     try:
         for _ in range(config.instances):
             sessions.append(engine.load(model, options))
+            telling = BATCH1_SESSION_ENGINES.get(engine.name)
+            if telling and config.max_batch > 1 and options.n_threads > 1:
+                single = engine.load(model, replace(options, batch=1))
+                a, b = single.settings(), sessions[-1].settings()
+                if all(a.get(k) == b.get(k) for k in telling):  # set up alike: one session serves every size
+                    single.close()
+                else:
+                    sessions[-1] = BySize(single, sessions[-1])
     except BaseException:
         for s in sessions:
             s.close()
         raise
     return sessions, []
+
+
+class BySize:
+    """One instance as two sessions of one engine: ``single`` for batches of one sample, ``batched`` for the rest.
+
+    Engines set a session up for the batch it is loaded for. OpenVINO's THROUGHPUT hint at a max batch of 8 makes
+    one stream per core and splits a batch over them, so a lone sample ran on one core: on 2 cores, twice the
+    latency of the LATENCY hint (one stream with both threads) that ``effstack bench --batch 1`` measures. At low
+    load nearly every batch is one sample, so the instance runs those on a session loaded for batch 1. The two
+    never run at once: an instance computes one batch at a time. :func:`_load_instances` pairs them only where
+    the engine sets batch 1 up differently (:data:`BATCH1_SESSION_ENGINES`: for OpenVINO, where an instance has
+    several threads and the two sessions' streams differ; ``hint`` or ``streams`` knobs given by the user apply
+    to both, and then one session serves every size).
+    """
+
+    def __init__(self, single: Any, batched: Any):
+        self.single = single
+        self.batched = batched
+        self.engine = batched.engine
+        self._single = single.run
+        self._batched = batched.run
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self._single(x) if x.shape[0] == 1 else self._batched(x)
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.batched.settings(), "batch1": self.single.settings()}
+
+    def close(self) -> None:
+        self.single.close()
+        self.batched.close()
 
 
 def _json(obj: Any) -> str:

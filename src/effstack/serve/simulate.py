@@ -79,7 +79,8 @@ def simulate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
         else:
             timer = None
         while True:
-            d = decide(queue, now, policy) if idle else expired_head(queue, now)
+            # as the shell decides: with the arrival rate, so a lone request does not wait for company in vain
+            d = decide(queue, now, policy, queue.arrival_rate(now)) if idle else expired_head(queue, now)
             queue.apply(d)
             if d.launch:
                 samples = sum(p.n for p in d.launch)

@@ -97,8 +97,12 @@ class Batcher:
             raise QueueFull(f"the server is overloaded ({self.queue.samples} samples queued); retry later",
                             retry_after_s=self.queue.retry_after_s())
 
-    async def submit(self, x: np.ndarray, timeout_s: float | None = None, priority: int | None = None) -> np.ndarray:
+    async def submit(self, x: np.ndarray, timeout_s: float | None = None, priority: int | None = None,
+                     trace: Any = None) -> np.ndarray:
         """Queue one request (``x.shape[0]`` samples) and return its rows of the batch output.
+
+        ``trace`` (a :class:`~effstack.serve.metrics.RequestTrace`, optional) gets the launch stamp of the
+        request's batch and the engine's compute time for it.
 
         Raises:
             QueueFull: the queue is at its limit (answer 503 with Retry-After).
@@ -112,7 +116,7 @@ class Batcher:
         now = self._loop.time()
         deadline = now + timeout_s if timeout_s is not None else None
         p = Pending(self._next_id, int(x.shape[0]), now, deadline, self.policy.level(priority), x,
-                    self._loop.create_future())
+                    self._loop.create_future(), trace)
         self._next_id += 1
         self.queue.admit(p)
         self._drained.clear()
@@ -151,7 +155,8 @@ class Batcher:
     def _schedule(self) -> None:
         while True:
             now = self._loop.time()
-            d = decide(self.queue, now, self.policy) if self._idle else expired_head(self.queue, now)
+            d = (decide(self.queue, now, self.policy, self.queue.arrival_rate(now)) if self._idle
+                 else expired_head(self.queue, now))
             waiter_gone = [p.cancelled for p in d.expired]  # the client's coroutine already answered
             if d.launch or d.expired:
                 self.queue.apply(d)
@@ -188,6 +193,10 @@ class Batcher:
         inst = self._idle.pop(0)
         self._in_flight += 1
         queue_s = [now - p.arrival for p in batch]
+        stamp = time.perf_counter_ns()
+        for p in batch:
+            if p.trace is not None:
+                p.trace.launch = stamp
         if self._inline(batch):
             # a batch predicted faster than a thread hop runs here, on the loop; _schedule's loop continues
             try:
@@ -197,17 +206,31 @@ class Batcher:
             else:
                 self._complete(inst, batch, queue_s, result, None)
             return
-        fut = self._loop.run_in_executor(self._pools[inst], _compute, self._run[inst], batch)
-        fut.add_done_callback(lambda f: self._finished(inst, batch, queue_s, f))
+        self._pools[inst].submit(self._work, inst, batch, queue_s)
 
     def _inline(self, batch: tuple[Pending, ...]) -> bool:
         if self.inline_below_s <= 0 or not self.policy.latency_curve:
             return False
         return self.policy.latency(sum(p.n for p in batch)) <= self.inline_below_s
 
-    def _finished(self, inst: int, batch: tuple[Pending, ...], queue_s: list[float], f: asyncio.Future) -> None:
-        exc = f.exception()
-        self._complete(inst, batch, queue_s, None if exc else f.result(), exc)
+    def _work(self, inst: int, batch: tuple[Pending, ...], queue_s: list[float]) -> None:
+        """On the instance's thread: compute, then hand the result to the loop in one call. (``run_in_executor``
+        took two loop iterations more: its future is chained to an asyncio future, whose done callback is
+        scheduled in turn.)"""
+        result: tuple[list[np.ndarray], float] | None = None
+        exc: BaseException | None = None
+        try:
+            result = _compute(self._run[inst], batch)
+        except BaseException as e:  # the engine failed; _complete hands the error to the batch's requests
+            exc = e
+        try:
+            self._loop.call_soon_threadsafe(self._finished, inst, batch, queue_s, result, exc)
+        except RuntimeError:  # the loop is closed: the server is gone, nobody waits for these requests
+            pass
+
+    def _finished(self, inst: int, batch: tuple[Pending, ...], queue_s: list[float],
+                  result: tuple[list[np.ndarray], float] | None, exc: BaseException | None) -> None:
+        self._complete(inst, batch, queue_s, result, exc)
         self._schedule()
 
     def _complete(self, inst: int, batch: tuple[Pending, ...], queue_s: list[float],
@@ -238,9 +261,13 @@ def _compute(run: RunFn, batch: tuple[Pending, ...]) -> tuple[list[np.ndarray], 
     """On an instance thread: concatenate the requests, run the batch, split the output per request."""
     xs = [p.payload for p in batch]
     x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter_ns()
     y = run(x)
-    compute_s = time.perf_counter() - t0
+    t1 = time.perf_counter_ns()
+    compute_s = (t1 - t0) / 1e9
+    for p in batch:  # the requests' coroutines wait meanwhile: nothing else touches their traces
+        if p.trace is not None:
+            p.trace.started, p.trace.compute_ns = t0, t1 - t0
     # copy: some runtimes hand out views of buffers they overwrite on the next call
     y = np.array(y, copy=True)
     if y.ndim == 0 or y.shape[0] != x.shape[0]:
