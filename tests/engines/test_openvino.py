@@ -111,6 +111,17 @@ def test_int8_keep_float_first_leaves_the_stem_float(tiny_cnn):
     assert counts == {"int8": 3, "fp32": 1}, counts  # the first of the 3 convolutions stays float
 
 
+def test_int8_full_bias_correction_is_recorded_and_cached_apart(tiny_cnn):
+    calib = [tiny_cnn.input.example(4, seed=s) for s in range(2)]
+    engine = get_engine("openvino")
+    with engine.load(tiny_cnn, SessionOptions(precision="int8", calibration=calib)) as fast, \
+            engine.load(tiny_cnn, SessionOptions(precision="int8", calibration=calib,
+                                                 knobs={"bias_correction": "full"})) as full:
+        assert "bias_correction" not in fast.settings() and full.settings()["bias_correction"] == "full"
+        assert full.xml != fast.xml
+        assert full.executed_precision() == fast.executed_precision() == {"int8": 4}
+
+
 def test_bf16_runs_bf16_or_is_refused_here(tiny_cnn):
     engine = get_engine("openvino")
     if not cpu_has_bf16():
@@ -134,6 +145,8 @@ def test_bf16_runs_bf16_or_is_refused_here(tiny_cnn):
         ({"overflow_fix": "maybe"}, "int8", "must be one of enable, first_layer, disable"),
         ({"keep_float": "stem"}, "int8", "must list first and/or depthwise"),
         ({"keep_float": "first"}, "fp32", "applies to int8 only"),
+        ({"bias_correction": "slow"}, "int8", "must be fast or full"),
+        ({"bias_correction": "full"}, "fp32", "applies to int8 only"),
     ],
 )
 def test_bad_knobs_are_one_line_config_errors(tiny_cnn, knobs, precision, message):

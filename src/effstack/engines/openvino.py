@@ -38,7 +38,8 @@ _PRESETS = ("performance", "mixed")
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: layers NNCF left float run f32
 _OVERFLOW = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
 _KEEP_FLOAT = ("first", "depthwise")  # convolutions an int8 build may leave float (knob keep_float)
-_INT8_KNOBS = ("subset_size", "preset", "overflow_fix", "keep_float")
+_BIAS_CORRECTION = ("fast", "full")
+_INT8_KNOBS = ("subset_size", "preset", "overflow_fix", "keep_float", "bias_correction")
 _KNOBS = ("hint", "streams") + _INT8_KNOBS
 # runtime layer types that do the multiply-accumulates, and how their runtimePrecision reads
 _COMPUTE_LAYERS = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm",
@@ -98,6 +99,11 @@ def resolve_knobs(options: SessionOptions) -> dict[str, Any]:
         out["overflow_fix"] = fix
         if knobs.get("keep_float") not in (None, "", "none"):
             out["keep_float"] = _keep_float(knobs["keep_float"])
+        bias = str(knobs.get("bias_correction", "fast")).lower()
+        if bias not in _BIAS_CORRECTION:
+            raise ConfigError(f"openvino knob 'bias_correction' must be fast or full, got {knobs['bias_correction']!r}")
+        if bias != "fast":  # the default stays out of the recorded knobs (and of the cache key)
+            out["bias_correction"] = bias
     return out
 
 
@@ -126,7 +132,8 @@ class OpenVinoEngine(Engine):
     the number of calibration samples), ``preset`` (performance | mixed), ``overflow_fix``
     (enable | first_layer | disable; default enable on CPUs without VNNI, else first_layer), ``keep_float``
     (convolutions left float: ``first``, the one that sees the pixels, and/or ``depthwise``, the grouped
-    ones; e.g. ``first,depthwise``; default none).
+    ones; e.g. ``first,depthwise``; default none), ``bias_correction`` (fast, the default | full: NNCF's
+    bias correction that re-runs the model layer by layer on the calibration set, slower to build).
     """
 
     name = "openvino"
@@ -332,9 +339,9 @@ def quantize_ir(model: "LoadedModel", xml: Path, options: SessionOptions, knobs:
     nncf = require("nncf", "OpenVINO int8 quantization")
     samples = list(iter_samples(calibration_batches(model, options)))  # NNCF counts subset_size in samples
     knobs["subset_size"] = subset = min(knobs["subset_size"], len(samples))  # record what was really used
-    keep = knobs.get("keep_float")
+    keep, bias = knobs.get("keep_float"), knobs.get("bias_correction", "fast")
     key = hash_text(model.fingerprint, knobs["preset"], knobs["overflow_fix"], subset, hash_arrays(samples),
-                    nncf.__version__, ov.__version__, *([keep] if keep else []))
+                    nncf.__version__, ov.__version__, *([keep] if keep else []), *([bias] if bias != "fast" else []))
     out = cache_dir("openvino") / f"{safe_name(model.name)}-{model.fingerprint}-int8-{key}.xml"
     if out.is_file() and out.with_suffix(".bin").is_file():
         return out
@@ -346,7 +353,7 @@ def quantize_ir(model: "LoadedModel", xml: Path, options: SessionOptions, knobs:
             nncf.Dataset(samples),
             preset=preset[knobs["preset"]],
             subset_size=subset,
-            fast_bias_correction=True,
+            fast_bias_correction=bias == "fast",
             model_type=None,
             ignored_scope=_float_scope(nncf, fp32, keep),
             advanced_parameters=nncf.AdvancedQuantizationParameters(
