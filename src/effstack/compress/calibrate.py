@@ -47,6 +47,9 @@ _TRANSPARENT = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsque
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # the layers that do the multiply-accumulates
 
 
+GRAPH_PASSES = "v2"  # the float graph's rewrites before quantizing (v2: zero Pads folded into their Convs)
+
+
 def compute_layers(path: Path) -> list[str]:
     """Names of the compute nodes (Conv/Gemm/MatMul) of an ONNX file, in graph order."""
     onnx = require("onnx")
@@ -81,7 +84,7 @@ class Calibration:
         self.chunk_size = 0  # samples a chunk, set by the float pass
         # the chunk budget is in the key: entropy/percentile histograms depend on how the samples are chunked
         self.key = hash_text(model.fingerprint, hash_arrays([self.samples]), self.per_channel, self.reduce_range,
-                             self.chunk_bytes)
+                             self.chunk_bytes, GRAPH_PASSES)
         self.folder = cache_dir("quantize") / f"{safe_name(model.name)}-{model.fingerprint}"
         self.float_path = self._preprocess()
         self.layers = compute_layers(self.float_path)
@@ -95,8 +98,12 @@ class Calibration:
     def _preprocess(self) -> Path:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
+        import onnx
+
+        from ..export.graph import fold_pads
+
         src = export_onnx(self.model)
-        out = self.folder / "float-pre.onnx"
+        out = self.folder / f"float-pre-{GRAPH_PASSES}.onnx"
         if out.is_file():
             return out
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -105,6 +112,9 @@ class Calibration:
                 quant_pre_process(str(src), str(tmp))
             except Exception:  # an optimisation only: quantize the raw graph if it fails
                 tmp.write_bytes(Path(src).read_bytes())
+            graph = onnx.load(str(tmp))
+            if fold_pads(graph):  # exact; without it a Q/DQ pair splits each Pad from its Conv
+                onnx.save(graph, str(tmp))
         return out
 
     # -- activation statistics: the one float pass, streamed in chunks -----------------------------------
