@@ -257,3 +257,24 @@ def test_int8_rung_measures_the_engines_own_whole_model_int8_side_by_side():
     # an engine that has no INT8 of its own: the rung still decides, the side-by-side says why it is missing
     result, _ = climb()
     assert "error" in by_step(result)["int8"].details["engine_int8"]
+
+
+def test_int8_side_by_side_is_the_median_of_alternating_rounds():
+    class Noisy(CostModel):  # every other measurement of any variant runs at half speed (a noisy neighbour)
+        def __call__(self, variant, config):
+            m = super().__call__(variant, config)
+            if m.throughput and len(self.calls) % 2 == 0:
+                m.throughput /= 2
+            return m
+
+    cost = Noisy(cost={("teacher", "onnxruntime", "int8"): (0.7, 0.2), ("teacher", "openvino", "int8"): (0.8, 0.2)})
+    result, _ = climb(cost=cost)
+    own = by_step(result)["int8"].details["engine_int8"]
+    assert len(own["ratios"]) == 3 and own["ratio"] == pytest.approx(sorted(own["ratios"])[1], abs=1e-3)
+    assert len(set(own["ratios"])) > 1  # each round measured afresh, not the cached first one again
+    int8_calls = [c for label, c in cost.calls if label == "teacher" and c.precision == "int8"]
+    tried = {c.engine for c in int8_calls}
+    assert len(int8_calls) == 3 * len(tried)  # the engine's own: one cached round, then two fresh ones
+    from effstack.report.ladder import ladder_text
+
+    assert "median of 3 alternating rounds" in ladder_text(result)

@@ -71,7 +71,9 @@ def _summary(result: Any) -> list[str]:
     if own.get("throughput") and own.get("ratio") is not None:
         acc = f", accuracy {own['accuracy']:.2f}" if own.get("accuracy") is not None else ""
         lines.append(f"int8 side by side: the guarded build ran {own['ratio']:.2f}x the engine's own whole-model "
-                     f"INT8 ({own['throughput']:,.1f} samples/s{acc}) at the same configuration")
+                     f"INT8 ({own['throughput']:,.1f} samples/s{acc}) at the same configuration"
+                     + (f", median of {len(own['ratios'])} alternating rounds "
+                        f"({min(own['ratios']):.2f}-{max(own['ratios']):.2f})" if len(own.get("ratios") or ()) > 1 else ""))
     return lines
 
 
