@@ -6,8 +6,11 @@ Plain Starlette rather than FastAPI: the same echo route under uvicorn (httptool
 :mod:`~effstack.serve.protocol` anyway, and the OpenAPI document is :mod:`~effstack.serve.openapi`.
 
 Every error leaves as ``{"error": "one line"}``: client mistakes 400 (401, 404, 413), overload and
-loading 503 with ``Retry-After`` (refused before the body is parsed), timeouts 504, anything else is
-logged and answered 500 — a bad request never takes the server down.
+loading 503 with ``Retry-After`` (overload is refused before the body is read, and the time from the request's
+arrival to its 503 is ``effstack_refusal_duration_seconds``), timeouts 504, anything else is logged and answered
+500 — a bad request never takes the server down. A client that goes away mid-body is counted (``reason="disconnected"``), not
+logged as the server's error; one that goes away before its response leaves the request to finish and its
+response to fall on the closed connection.
 
 >>> app = create_app(ModelRepository({}), ServerOptions())   # doctest: +SKIP
 """
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -44,7 +47,7 @@ from .errors import (
     Unauthorized,
     error_response_parts,
 )
-from .metrics import RequestTrace, ServerMetrics
+from .metrics import ARRIVAL_KEY, RequestTrace, ServerMetrics
 from .openapi import document
 from .protocol import HEADER_LENGTH, encode_infer_response, parse_infer_request
 from .repository import ModelRepository
@@ -100,10 +103,31 @@ def _json_response(obj: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def _error(exc: BaseException) -> Response:
+    if isinstance(exc, ClientDisconnect):  # nobody to answer, and not the server's fault: no 500, no log
+        return _json_response({"error": "the client disconnected before its request body was complete"}, 400)
     status, headers, body = error_response_parts(exc)
     if status >= 500 and status not in (503, 504):
         log.error("internal error answering a request", exc_info=exc)
     return Response(body, status, headers, JSON)
+
+
+class _Refusal(Response):
+    """A 503 that observes, once it is handed to the transport, the time since its request's arrival.
+
+    ``arrival_ns`` is the protocol's stamp (:data:`~effstack.serve.metrics.ARRIVAL_KEY`), so the figure holds the
+    wait for the handler's task on a busy loop, the routing and the refusal itself, up to the last byte written
+    (uvicorn's ``send`` writes to the transport before it returns).
+    """
+
+    def __init__(self, exc: BaseException, observe: Callable[[float], None], arrival_ns: int):
+        status, headers, body = error_response_parts(exc)
+        super().__init__(body, status, headers, JSON)
+        self._observe = observe
+        self._arrival_ns = arrival_ns
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await super().__call__(scope, receive, send)
+        self._observe((time.perf_counter_ns() - self._arrival_ns) / 1e9)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -194,6 +218,8 @@ def _header_length(request: Request) -> int | None:
 def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, (QueueFull, NotAccepting)):
         return "overload"
+    if isinstance(exc, ClientDisconnect):
+        return "disconnected"
     if isinstance(exc, RequestTimeout):
         return "timeout"
     if isinstance(exc, (UserError, PayloadTooLarge)):
@@ -281,6 +307,10 @@ def create_app(repository: ModelRepository, options: ServerOptions, metrics: Ser
             trace.encode = clock()
             if server_timing:
                 headers["Server-Timing"] = trace.server_timing()
+        except (QueueFull, NotAccepting) as exc:  # (from admission too: a request of several samples may not fit)
+            m.failure("overload", (clock() - trace.start) / 1e9)
+            observe = m.refusal("overload" if isinstance(exc, QueueFull) else "unloading")
+            return _Refusal(exc, observe, request.scope.get(ARRIVAL_KEY, trace.start))
         except Exception as exc:
             m.failure(_failure_reason(exc), (clock() - trace.start) / 1e9)
             raise

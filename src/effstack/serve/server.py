@@ -1,7 +1,8 @@
 """Running the app: in the foreground (``effstack serve``) or on a background thread (tests, benchmarks).
 
-uvicorn picks httptools and uvloop when they are installed (the ``serve`` extra brings them); the access
-log is off, since one log line per request costs as much as the rest of a null-engine request.
+uvicorn runs on httptools (its protocol stamping each request's arrival, :func:`http_protocol`) and uvloop when
+they are installed (the ``serve`` extra brings them); the access log is off, since one log line per request
+costs as much as the rest of a null-engine request.
 
 >>> with BackgroundServer(create_app(repo, ServerOptions(port=0))) as srv:   # doctest: +SKIP
 ...     print(srv.url)
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError, EngineError, MissingDependencyError
 
-__all__ = ["BackgroundServer", "free_port", "require_serve", "run_server"]
+__all__ = ["BackgroundServer", "free_port", "http_protocol", "require_serve", "run_server"]
 
 
 def require_serve() -> None:
@@ -35,11 +36,41 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+_PROTOCOL: Any = None
+
+
+def http_protocol() -> Any:
+    """uvicorn's HTTP protocol for the server: httptools' (what uvicorn picks when it is installed) stamping each
+    request's arrival in its ASGI scope, or ``"auto"`` without httptools.
+
+    The stamp (``scope[ARRIVAL_KEY]``, ``time.perf_counter_ns``) is taken when the parser meets the request's first
+    bytes, before uvicorn creates the task that runs the app: under overload that task can wait its turn on a busy
+    loop for milliseconds, and a refusal timed from the handler's start would not show it
+    (``effstack_refusal_duration_seconds``). One clock read and one dict entry per request.
+    """
+    global _PROTOCOL
+    if _PROTOCOL is None:
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        except ImportError:  # no httptools: uvicorn's h11 protocol, and the handlers stamp arrivals themselves
+            _PROTOCOL = "auto"
+        else:
+            from .metrics import ARRIVAL_KEY
+
+            class ArrivalStampedProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
+                def on_message_begin(self) -> None:
+                    super().on_message_begin()
+                    self.scope[ARRIVAL_KEY] = time.perf_counter_ns()  # type: ignore[literal-required]
+
+            _PROTOCOL = ArrivalStampedProtocol
+    return _PROTOCOL
+
+
 def _config(app: Any, host: str, port: int, log_level: str) -> Any:
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                          timeout_graceful_shutdown=10)
+                          timeout_graceful_shutdown=10, http=http_protocol())
 
 
 def _server(app: Any, host: str, port: int, log_level: str, grpc: Any = None) -> Any:
