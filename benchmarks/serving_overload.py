@@ -453,12 +453,9 @@ def main() -> int:
     r = measure(args)
     print_report(r)
     if args.json:
-        from effstack.hardware import library_versions, machine_info
-        from effstack.report.jsonio import atomic_write_text
+        from _report import write_json
 
-        r.update(command=sys.argv, machine=machine_info(), versions=library_versions())
-        atomic_write_text(args.json, json.dumps(r, indent=1, default=str) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, r)
     return 0
 
 

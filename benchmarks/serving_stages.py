@@ -270,14 +270,9 @@ def main() -> int:
     r = measure(args)
     print_table(r)
     if args.json:
-        import json
+        from _report import write_json
 
-        from effstack.hardware import library_versions, machine_info
-        from effstack.report.jsonio import atomic_write_text
-
-        r.update(command=sys.argv, machine=machine_info(), versions=library_versions())
-        atomic_write_text(args.json, json.dumps(r, indent=1, default=str) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, r)
     return 0
 
 
