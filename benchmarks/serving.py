@@ -42,91 +42,28 @@ Servers run as separate processes on 127.0.0.1; the load generator is this proce
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from effstack.report.jsonio import atomic_write_text
-from effstack.serve.loadtest import Target, find_max, http_request, prepare, run_load
-from effstack.serve.server import free_port
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package: its siblings, by path
 
-HOST = "127.0.0.1"
+from _servers import (HOST, LOGS, batch1_ms, effstack_server, get_json, model_name, offline_throughput,  # noqa: E402
+                      run, server_info, start, stop)
+
+from effstack.report.jsonio import atomic_write_text  # noqa: E402
+from effstack.serve.loadtest import Target, find_max, http_request, prepare, run_load  # noqa: E402
+from effstack.serve.server import free_port  # noqa: E402
+
 SECTIONS = ("overhead", "capacity", "ceiling", "auto", "litserve", "overload")
 CLIENT_MAX_QPS = 2000.0  # where --find-max starts at most: one Python client process cannot send much more
 MEASURED_TIE = 0.05  # auto: layouts measured within this of each other are a tie (find-max resolves ~5%)
-LOGS = Path(tempfile.mkdtemp(prefix="effstack-serving-"))
-
-
-# --- processes ------------------------------------------------------------------------------------
-
-
-def start(argv: list[str], ready_url: str, name: str, timeout_s: float = 600) -> subprocess.Popen:
-    """Start a server process (output to a log file) and wait until ``ready_url`` answers 200."""
-    with open(LOGS / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
-        # a session of its own: LitServe forks workers, and stop() must end the whole group it started
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited with {proc.returncode}; see {LOGS / (name + '.log')}")
-        try:
-            with urllib.request.urlopen(ready_url, timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.2)
-    stop(proc)
-    raise SystemExit(f"{name} was not ready within {timeout_s:.0f} s; see {LOGS / (name + '.log')}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End the server and every process it started (its own process group, created by :func:`start`)."""
-    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait_s)
-            os.killpg(proc.pid, 0)  # raises once the whole group is gone
-            time.sleep(0.5)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            continue
-
-
-def effstack_server(args: argparse.Namespace, port: int, *extra: str, engine: str | None = None,
-                    precision: str | None = None, instances: int | None = None,
-                    model: str | None = None) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "effstack", "serve", model or args.model, "--port", str(port), "--host", HOST,
-            "--engine", engine or args.engine, "--precision", precision or args.precision,
-            "--max-batch", str(args.max_batch), "--instances", str(instances or args.instances), *extra]
-    return start(argv, f"http://{HOST}:{port}/v2/health/ready", f"effstack-{port}")
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def run(coro: Any) -> Any:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
 
 
 # --- the bare echo endpoint (a child process) -------------------------------------------------------
@@ -205,24 +142,6 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
             stop(echo)
 
 
-def server_info(port: int, name: str) -> dict[str, Any]:
-    """What the server reports of its model: its serving config, batch cap, measured p99 curve, layouts tried."""
-    config = get_json(f"http://{HOST}:{port}/v2/models/{name}/config")
-    return json.loads(config["parameters"]["effstack"]["string_value"])
-
-
-def offline_throughput(args: argparse.Namespace, engine: str, precision: str, batch: int,
-                       model_spec: str | None = None) -> float:
-    from effstack.measure.scenarios import offline
-    from effstack.engines import SessionOptions, get_engine
-    from effstack.models import load_model
-
-    model = load_model(model_spec or args.model)
-    with get_engine(engine).load(model, SessionOptions(precision=precision, batch=batch)) as session:
-        r = offline(session, model.input.example(batch), duration_s=args.duration, repeats=3)
-    return r.throughput.median
-
-
 def _step(label: str, r: Any, ok: bool) -> None:
     p99 = f"{r.latency.p99_ms:.1f} ms" if r.latency else "-"
     print(f"  {label}: {r.target_qps:.1f}/s p99 {p99} errors {r.errors} sends late p99 {r.late_p99_ms:.1f} ms "
@@ -236,7 +155,7 @@ def capacity(args: argparse.Namespace, engine: str | None = None, precision: str
     server = effstack_server(args, port, "--latency-budget", f"{args.budget_ms}ms", engine=engine,
                              precision=precision, instances=instances)
     try:
-        info = server_info(port, _name(args.model))
+        info = server_info(port, model_name(args.model))
         cap = int(info["batch_cap"])
         # the denominator is the engine's best offline rate, not the server's layout's: a batch of at least 8
         # with the engine's default settings for it (OpenVINO: THROUGHPUT hint, all streams busy)
@@ -256,12 +175,6 @@ def capacity(args: argparse.Namespace, engine: str | None = None, precision: str
                 "pass": fraction >= 0.8, "steps": [s.to_dict() for s in steps]}
     finally:
         stop(server)
-
-
-def _name(model: str) -> str:
-    from effstack.serve.repository import resolve_target
-
-    return next(iter(resolve_target(model, {})))
 
 
 def litserve_main(port: int, onnx_path: str, max_batch: int, batch_timeout: float) -> None:
@@ -493,17 +406,6 @@ def ceiling(args: argparse.Namespace, served: dict[str, Any] | None = None) -> d
             "offline_from": offline_from, "fraction": fraction, "seconds": time.perf_counter() - t_start}
 
 
-def batch1_ms(args: argparse.Namespace, model_spec: str) -> float:
-    """Median batch-1 milliseconds of one session with every thread (the unit a latency budget is set in)."""
-    from effstack.engines import SessionOptions, get_engine
-    from effstack.measure.scenarios import single_stream
-    from effstack.models import load_model
-
-    model = load_model(model_spec)
-    with get_engine(args.engine).load(model, SessionOptions(precision=args.precision)) as session:
-        return single_stream(session, model.input.example(1), duration_s=3.0, repeats=3).latency.p50_ms
-
-
 def auto_instances(args: argparse.Namespace) -> dict[str, Any]:
     """``--instances auto`` checked: per run, each layout served for real, its prediction against its measured rate."""
     from effstack.serve.config import ServingConfig
@@ -522,7 +424,7 @@ def auto_instances(args: argparse.Namespace) -> dict[str, Any]:
     # layout's own prediction would find exactly that prediction whenever it passes there, and agree with it
     start_qps = min(CLIENT_MAX_QPS, max(1.0, 0.5 * 1e3 / t1))
     layouts = ServingConfig(instances="auto").instance_layouts()
-    name = _name(model)
+    name = model_name(model)
     print(f"auto: {model} {args.engine}/{args.precision}, layouts {layouts}, p99 budget {budget:g} ms ({budget_from})",
           flush=True)
     runs = []

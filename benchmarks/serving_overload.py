@@ -45,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package: its siblings, by path
 
-from serving import HOST, get_json, run, server_info, start, stop  # noqa: E402
+from _servers import HOST, get_json, run, server_info, start, stop  # noqa: E402
 from serving_stages import ProcessCpu  # noqa: E402
 
 from effstack.measure.scenarios import poisson_schedule  # noqa: E402

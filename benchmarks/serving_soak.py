@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package: its siblings, by path
 
-from serving import run, stop  # noqa: E402
+from _servers import run, stop  # noqa: E402
 from serving_overload import (  # noqa: E402
     InferRequest,
     add_server_args,

@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package: its sibling, by path
 
-from serving import HOST, get_json, server_info, start, stop  # noqa: E402
+from _servers import HOST, get_json, server_info, start, stop  # noqa: E402
 
 from effstack.serve.metrics import STAGES  # noqa: E402
 from effstack.serve.server import free_port  # noqa: E402
