@@ -27,6 +27,7 @@ def test_parse_data_spec(text, kind, target, options):
 @pytest.mark.parametrize("text, match", [
     ("", "must not be empty"),
     ("synth:?n=3", "names no synth target"),
+    ("photos:", "names no photos target; e.g. 'photos:all'"),
     ("synth:digits?colour=red", "does not take option.*colour.*it takes: n, seed"),
     ("synth:digits?n", "must look like"),
 ])

@@ -12,6 +12,7 @@ pytest.importorskip("onnxruntime")
 from effstack.cli.main import main
 from effstack.errors import ArtifactError
 from effstack.search import Index, load_embedder
+from effstack.testing.bundles import write_test_bundle
 
 from .helpers import THUMB, near_duplicate, write_photos
 
@@ -19,21 +20,7 @@ from .helpers import THUMB, near_duplicate, write_photos
 def _bundle(tmp_path, source: str, name: str, engines: tuple[str, ...] = ("onnxruntime",)):
     """A bundle written from a ladder of ``source`` on ``engines`` (ONNX Runtime: model.onnx; none: the torch
     baseline, model.ts); the measurements are made up."""
-    from effstack.ladder import Budget, Ladder, Measured, Variant
-    from effstack.ladder.bundle import write_bundle
-    from effstack.models import load_model
-
-    model = load_model(source)
-
-    def measure(variant, config):
-        speed = {"torch": 100.0, "onnxruntime": 400.0}.get(config.engine)
-        if speed is None:
-            return Measured(error="not here")
-        return Measured(throughput=speed * config.batch, p99_ms=0.1 * config.batch, accuracy=90.0)
-
-    result = Ladder(Variant(name, model, params=model.params), Budget(5.0), measure, engines=engines,
-                    precisions=(), max_batch=4, model_name=name).climb()
-    return write_bundle(result, tmp_path / name)
+    return write_test_bundle(tmp_path / name, source, engines)
 
 
 @pytest.fixture(scope="module")

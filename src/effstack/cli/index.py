@@ -11,9 +11,11 @@ other actions load the model the index records.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--knob", action="append", metavar="KEY=VALUE", help="an engine setting, recorded in the index "
                    "(repeatable; ENGINE.KEY=VALUE for one engine), e.g. openvino.keep_float=first,depthwise")
     _add_run_options(b, default_engine="auto")  # auto: a bundle's own engine, else the best one installed
+    b.add_argument("--ray", action="store_true", help="decode and embed on a local Ray cluster (127.0.0.1): Ray Data "
+                   "actors, one per instance of a bundle's plan, sharing --threads (needs the ray extra)")
+    b.add_argument("--actors", type=int, metavar="N", help="--ray: actor pool size (default: the bundle's instances)")
     b.set_defaults(func=cmd_build)
 
     a = isub.add_parser("add", help="add images (files or folders) to an index")
@@ -141,13 +146,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..search import Index, list_images, load_embedder
     from ..search.sources import CALIBRATION_SAMPLES, PHOTOS_FOLDER, Calibration, is_photos, write_photos
 
+    if args.ray:
+        from ..deploy.cluster import require_ray
+
+        require_ray("data", "effstack index build --ray")  # before any image is read or model loaded
     out = Path(args.out).expanduser()
     photos = is_photos(args.images)
     images = None if photos else list_images(args.images)  # a wrong folder fails before the model loads
     samples = CALIBRATION_SAMPLES if args.calibration_samples is None else args.calibration_samples
     calibration = Calibration(args.calibration or args.images, samples)
-    embedder = load_embedder(model_spec_from_args(args), args.layer, args.engine, args.precision, args.threads,
-                             args.batch, calibration=calibration, knobs=_engine_knobs(args.knob, args.engine))
+    load_args = {"model": model_spec_from_args(args), "layer": args.layer, "engine": args.engine,
+                 "precision": args.precision, "threads": args.threads, "batch": args.batch,
+                 "knobs": _engine_knobs(args.knob, args.engine)}
+    embedder = load_embedder(**load_args, calibration=calibration)
     if embedder.note:
         print(f"effstack: note: {embedder.note}", file=sys.stderr)
     try:
@@ -166,13 +177,29 @@ def cmd_build(args: argparse.Namespace) -> int:
             items = [(p.relative_to(root).as_posix(), p.resolve()) for p in images]
             todo = [(i, p) for i, p in items if i not in index]
             t0 = time.perf_counter()
-            added, errors = index_images(index, embedder, todo)
+            with _spread(args, embedder, load_args) as source:
+                added, errors = index_images(index, source, todo)
             seconds = time.perf_counter() - t0
             index.checkpoint()
             _report(added, len(items) - len(todo), errors, seconds, index)
     finally:
         embedder.close()
     return 0
+
+
+@contextlib.contextmanager
+def _spread(args: argparse.Namespace, embedder: Any, load_args: dict[str, Any]) -> Iterator[Any]:
+    """What embeds the images: the embedder itself, or with --ray Ray Data actors on a local cluster."""
+    if not args.ray:
+        yield embedder
+        return
+    from ..deploy.cluster import local_ray
+    from ..deploy.embed import RayEmbedPaths, actors_for
+
+    source = RayEmbedPaths(embedder, load_args, actors_for(load_args["model"], args.actors))
+    print(f"embedding on {source.actors} Ray actor(s) of {source.num_cpus} CPU(s)", flush=True)
+    with local_ray():
+        yield source
 
 
 def _engine_knobs(items: list[str] | None, engine: str) -> dict[str, Any] | None:

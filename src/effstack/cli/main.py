@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import EffstackError, one_line
 from . import bench as bench_cmd
 from . import cascade as cascade_cmd
+from . import deploy as deploy_cmd
 from . import index as index_cmd
 from . import info as info_cmd
 from . import ladder as ladder_cmd
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench_cmd.add_parser(sub)
     cascade_cmd.add_parsers(sub)
+    deploy_cmd.add_parsers(sub)
     index_cmd.add_parsers(sub)
     info_cmd.add_parsers(sub)
     ladder_cmd.add_parsers(sub)

@@ -30,6 +30,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "sklearn": ("split", "size", "channels"),
     "photos": ("n", "seed", "size", "split", "labels", "reference", "min_confidence"),
 }
+_EXAMPLE_TARGET = {"synth": "digits", "imagefolder": "photos/", "sklearn": "digits", "photos": "all"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def parse_data_spec(text: str | os.PathLike[str] | DataSpec) -> DataSpec:
         kind, rest = "imagefolder", text  # a plain folder path (or a Windows drive path)
     target, _, query = rest.partition("?")
     if not target:
-        raise ConfigError(f"data spec {text!r} names no {kind} target; e.g. 'synth:digits' or 'sklearn:digits'")
+        raise ConfigError(f"data spec {text!r} names no {kind} target; e.g. '{kind}:{_EXAMPLE_TARGET[kind]}'")
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
