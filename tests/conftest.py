@@ -64,20 +64,24 @@ if os.environ.get("EFFSTACK_TEST_CPU"):
     _forced_flags = frozenset(CPU_KINDS[os.environ["EFFSTACK_TEST_CPU"]])
     _hardware.cpu_flags = lambda: _forced_flags
     _hardware._is_x86 = lambda: True
+    _hardware.amx_tiles_enabled = lambda: "amx_tile" in _forced_flags  # a forced AMX CPU has its tiles enabled
 
 
 @pytest.fixture
 def force_cpu(monkeypatch):
     """``force_cpu("zen3-avx2")`` (or a tuple of flags): effstack's feature checks see that x86 CPU.
 
-    Code paths that differ by CPU are tested both ways with it, so no test depends on the machine it runs on.
+    The OS is taken to have enabled the AMX tiles of a CPU that lists them; ``tiles=False`` forces the other
+    case (flags present, tiles off), so no AMX path depends on the machine either. Code paths that differ by
+    CPU are tested both ways with it, so no test depends on the machine it runs on.
     """
     from effstack import hardware
 
-    def force(kind):
+    def force(kind, tiles=True):
         flags = frozenset(CPU_KINDS[kind] if isinstance(kind, str) else kind)
         monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
         monkeypatch.setattr(hardware, "_is_x86", lambda: True)
+        monkeypatch.setattr(hardware, "amx_tiles_enabled", lambda: tiles and "amx_tile" in flags)
         return flags
 
     return force

@@ -15,16 +15,18 @@ import importlib.metadata
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import one_line
 
 __all__ = ["cpu_kind", "machine_info", "library_versions", "available_cores", "cpu_flags", "has_int8_dot_product",
-           "has_native_bf16", "cuda_unavailable_reason"]
+           "has_native_bf16", "amx_usable", "amx_tiles_enabled", "cuda_unavailable_reason"]
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
              "amx_bf16", "amx_int8")
+AMX_KINDS = ("int8", "bf16")  # amx_int8 / amx_bf16: what the tiles multiply
 LIBRARIES = ("effstack", "numpy", "torch", "torchvision", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
 
 
@@ -137,6 +139,79 @@ def has_native_bf16() -> bool:
     return "bf16" in flags
 
 
+# Linux arch_prctl: the AMX tile data (XSAVE feature 18, XTILEDATA) is off for a process until it asks for it
+_SYS_ARCH_PRCTL = 158  # x86-64 syscall number
+_ARCH_GET_XCOMP_PERM, _ARCH_REQ_XCOMP_PERM = 0x1022, 0x1023
+_XFEATURE_XTILEDATA = 18
+
+
+@functools.lru_cache(maxsize=1)
+def amx_tiles_enabled() -> bool:
+    """True when the OS lets this process use the AMX tile registers (Linux 5.16+ on x86-64).
+
+    Asks for the XTILEDATA permission (``arch_prctl(ARCH_REQ_XCOMP_PERM, 18)``), as oneDNN does before its
+    first AMX kernel, then reads it back (``ARCH_GET_XCOMP_PERM``, bit 18). Any failure (another OS, an older
+    kernel, a hypervisor that hides the tiles, a seccomp filter) counts as not enabled; never raises.
+    """
+    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    return xtiledata_permitted(_arch_prctl)
+
+
+def xtiledata_permitted(arch_prctl: Callable[[int, int], tuple[int, int]]) -> bool:
+    """The permission logic of :func:`amx_tiles_enabled` over ``arch_prctl(code, arg) -> (rc, mask)``
+    (the real syscall, or a fake in tests): granted already, or granted once requested; errors count as no.
+
+    Example:
+        >>> xtiledata_permitted(lambda code, arg: (0, 1 << 18))
+        True
+    """
+    def granted() -> bool:
+        rc, mask = arch_prctl(_ARCH_GET_XCOMP_PERM, 0)
+        return rc == 0 and bool(mask >> _XFEATURE_XTILEDATA & 1)
+
+    try:
+        if granted():
+            return True
+        arch_prctl(_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA)
+        return granted()
+    except Exception:  # no libc, no syscall: no tiles
+        return False
+
+
+def _arch_prctl(code: int, arg: int) -> tuple[int, int]:
+    """``syscall(SYS_arch_prctl, code, ...)``: GET passes a pointer to the mask it fills, REQ the feature."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    mask = ctypes.c_uint64(0)
+    value = ctypes.byref(mask) if code == _ARCH_GET_XCOMP_PERM else ctypes.c_ulong(arg)
+    rc = libc.syscall(ctypes.c_long(_SYS_ARCH_PRCTL), ctypes.c_long(code), value)
+    return int(rc), int(mask.value)
+
+
+def amx_usable(kind: str | None = None) -> bool:
+    """True when AMX tile kernels can run here: ``/proc/cpuinfo`` lists ``amx_tile`` (and ``amx_int8`` or
+    ``amx_bf16`` when ``kind`` is ``"int8"`` or ``"bf16"``) and the OS enabled the tiles
+    (:func:`amx_tiles_enabled`; tests replace it, and :func:`cpu_flags`, to take both ways).
+
+    Raises:
+        ConfigError: ``kind`` is not None, ``"int8"`` or ``"bf16"``.
+
+    Example:
+        >>> amx_usable("int8") in (True, False)
+        True
+    """
+    if kind is not None and kind not in AMX_KINDS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"AMX kind must be one of {', '.join(AMX_KINDS)} or None, got {kind!r}")
+    flags = cpu_flags()
+    if "amx_tile" not in flags or (kind is not None and f"amx_{kind}" not in flags):
+        return False  # no syscall where the CPU has no tiles
+    return amx_tiles_enabled()
+
+
 def _memory_gb() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -157,11 +232,12 @@ def machine_info() -> dict[str, Any]:
 
     Keys: ``cpu`` (model name), ``cores`` (logical cores available to this process),
     ``host_cores`` (all logical cores), ``isa`` (the flags of interest that are present, e.g.
-    ``["avx2", "avx512f", "avx512_vnni"]``), ``memory_gb``, ``os``, ``kernel``, ``python``.
+    ``["avx2", "avx512f", "avx512_vnni"]``), ``amx`` (AMX tiles listed *and* enabled by the OS),
+    ``memory_gb``, ``os``, ``kernel``, ``python``.
 
     Example:
-        >>> sorted(machine_info())[:3]
-        ['cores', 'cpu', 'host_cores']
+        >>> sorted(machine_info())[:4]
+        ['amx', 'cores', 'cpu', 'host_cores']
     """
     model, flags = _cpuinfo()
     return {
@@ -170,6 +246,7 @@ def machine_info() -> dict[str, Any]:
         "cores": available_cores(),
         "host_cores": os.cpu_count() or 1,
         "isa": [f for f in ISA_FLAGS if f in flags],
+        "amx": "amx_tile" in flags and amx_tiles_enabled(),
         "memory_gb": _memory_gb(),
         "os": platform.system(),
         "kernel": platform.release(),

@@ -35,6 +35,16 @@ def test_fp32_runs_f32_not_the_bf16_default(tiny_cnn):
     assert rel_error(y, _reference(tiny_cnn, x)) <= 1e-4
 
 
+def test_kernels_are_read_back_from_the_compiled_model(tiny_cnn):
+    from effstack.engines.base import KERNEL_ISAS, kernel_isa, session_kernel_isa
+
+    with get_engine("openvino").load(tiny_cnn, SessionOptions(threads=1)) as s:
+        kernels = s.kernels()
+        isa = session_kernel_isa(s)
+    assert sum(kernels.values()) == 4  # one kernel name per compute layer
+    assert isa == kernel_isa(kernels) and isa in (*KERNEL_ISAS, "other")  # "avx512" here, "amx" on an AMX Xeon
+
+
 @pytest.mark.parametrize("batch, hint", [(1, "latency"), (8, "throughput")])
 def test_hint_defaults_by_batch_and_is_read_back(tiny_cnn, batch, hint):
     with get_engine("openvino").load(tiny_cnn, SessionOptions(threads=2, batch=batch)) as s:

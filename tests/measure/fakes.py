@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from effstack.engines.base import Engine, Session, SessionOptions
+
 
 class FakeSession:
     """Counts calls; ``run`` sleeps ``sleep_s`` (time.sleep never returns early, so it is a lower bound)."""
@@ -67,3 +69,45 @@ def crash_once(marker: str):
     from effstack.testing import tiny_mlp
 
     return tiny_mlp()
+
+
+# --- a pair of fake int8 engines for the peak tests (registered by the tests, run in-process) --------------
+
+SLOW_SLEEP_S = 0.005
+
+
+class Int8Session(Session):
+    """Says its kernels ran int8; ``run`` sleeps ``sleep_s`` first (a lower bound on each call's time)."""
+
+    def __init__(self, engine: str, model, options: SessionOptions, sleep_s: float):
+        super().__init__(engine, model, options)
+        self.sleep_s = sleep_s
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return x[:, :1]
+
+    def executed_precision(self) -> dict[str, int]:
+        return {"int8": 3}
+
+
+class SlowInt8Engine(Engine):
+    """At most 1 / SLOW_SLEEP_S calls per second: its rows stay below the tests' micro-benchmark peak."""
+
+    name = "slow_int8"
+    precisions = ("int8",)
+
+    def load(self, model, options: SessionOptions) -> Session:
+        self.check(options)
+        return Int8Session(self.name, model, options, SLOW_SLEEP_S)
+
+
+class FastInt8Engine(SlowInt8Engine):
+    """Computes nothing: its rows outrun the peak the tests set (by orders of magnitude)."""
+
+    name = "fast_int8"
+
+    def load(self, model, options: SessionOptions) -> Session:
+        self.check(options)
+        return Int8Session(self.name, model, options, 0.0)

@@ -36,8 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="p99 latency budget of one batch, e.g. 7ms, 0.5s")
     p.add_argument("--engines", type=comma_list, default=comma_list(DEFAULT_ENGINES),
                    help=f"engines, comma-separated (default {DEFAULT_ENGINES})")
-    p.add_argument("--precisions", type=comma_list, default=comma_list(DEFAULT_PRECISIONS),
-                   help=f"precisions (default {DEFAULT_PRECISIONS}; each engine gets those it runs)")
+    p.add_argument("--precisions", type=comma_list, default=None,
+                   help=f"precisions (default {DEFAULT_PRECISIONS}, plus bf16 where AMX tiles are usable; each "
+                   "engine gets those it runs)")
     p.add_argument("--batches", type=int_list, default=int_list(DEFAULT_BATCHES),
                    help=f"batch sizes (default {DEFAULT_BATCHES})")
     p.add_argument("--instances", type=int_list, default=[1, 2], help="concurrent sessions (default 1,2)")
@@ -59,11 +60,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from ..engines import canonical
     from ..models import load_model
     from ..plan import Grid, measure_real, plan, print_plan, write_plan
+    from ..plan.prefer import default_precisions
 
     if args.price_per_hour is not None and not args.price_per_hour > 0:
         raise ConfigError(f"--price-per-hour must be positive dollars, got {args.price_per_hour}")
     engines = [canonical(e) for e in args.engines]  # an unknown engine: one line, exit 2, nothing measured
-    grid = Grid.build(engines, args.precisions, args.batches, args.instances, args.threads)
+    precisions = args.precisions if args.precisions is not None else default_precisions()
+    grid = Grid.build(engines, precisions, args.batches, args.instances, args.threads)
     knobs = parse_knobs(args.knob)
     model = load_model(model_spec_from_args(args))
     print(f"{model.name}: {len(grid)} cells ({len(grid.families())} engine/precision/instances/threads families "

@@ -125,6 +125,15 @@ class Session(ABC):
         """
         return {}
 
+    def kernels(self) -> dict[str, int]:
+        """The kernel implementations the compute layers run, by name -> count, read back from what the
+        engine built (OpenVINO's runtime model: ``{"brgconv_avx512_amx_I8": 52, "brgemm_avx512_amx_I8": 1}``).
+
+        Empty for engines that cannot tell (ONNX Runtime and PyTorch pick their kernels inside a call).
+        :func:`kernel_isa` names the instruction set they use.
+        """
+        return {}
+
     def settings(self) -> dict[str, Any]:
         """The resolved settings that affect speed (threads, streams, hints, ...), for the result row."""
         return {"threads": self.options.n_threads, **self.options.knobs}
@@ -185,6 +194,34 @@ def count_precisions(layers: dict[str, str]) -> dict[str, int]:
     for kind in layers.values():
         counts[kind] = counts.get(kind, 0) + 1
     return counts
+
+
+# instruction-set families in kernel names, widest first (oneDNN / OpenVINO spell them this way)
+KERNEL_ISAS = ("amx", "avx512", "avx2", "sse41", "ref")
+
+
+def kernel_isa(kernels: dict[str, int]) -> str:
+    """The widest instruction-set family named by any of ``kernels`` (a :meth:`Session.kernels` count):
+    ``"amx"``, ``"avx512"``, ``"avx2"``, ``"sse41"``, ``"ref"``; ``"other"`` when no name says; ``""`` when
+    the engine could not tell.
+
+    Example:
+        >>> kernel_isa({"brgconv_avx512_amx_I8": 52, "jit_avx512_I8": 1})
+        'amx'
+    """
+    if not kernels:
+        return ""
+    names = " ".join(kernels).lower()
+    return next((isa for isa in KERNEL_ISAS if isa in names), "other")
+
+
+def session_kernel_isa(session: "Session") -> str:
+    """:func:`kernel_isa` of a session's :meth:`~Session.kernels`; ``""`` when reading them fails (never raises:
+    the read-back is informative only)."""
+    try:
+        return kernel_isa(session.kernels())
+    except Exception:
+        return ""
 
 
 def summarize_precision(counts: dict[str, int]) -> str:

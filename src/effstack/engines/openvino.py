@@ -31,7 +31,8 @@ from ..hardware import has_int8_dot_product
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.loader import LoadedModel
 
-__all__ = ["OpenVinoEngine", "OpenVinoSession", "quantize_ir", "count_ov_precision", "ov_layer_precisions"]
+__all__ = ["OpenVinoEngine", "OpenVinoSession", "quantize_ir", "count_ov_precision", "ov_layer_precisions",
+           "ov_kernels"]
 
 _HINTS = ("latency", "throughput")
 _PRESETS = ("performance", "mixed")
@@ -265,6 +266,10 @@ class OpenVinoSession(Session):
         """Compute layers of the compiled (runtime) model -> their ``runtimePrecision``."""
         return ov_layer_precisions(self.compiled)
 
+    def kernels(self) -> dict[str, int]:
+        """Compute layers of the compiled (runtime) model by their ``primitiveType`` (the kernel that runs)."""
+        return ov_kernels(self.compiled)
+
     def close(self) -> None:
         if self._queue is not None:
             self._queue.wait_all()
@@ -291,6 +296,9 @@ class OpenVinoStream(Session):
 
     def layer_precisions(self) -> dict[str, str]:
         return self.parent.layer_precisions()
+
+    def kernels(self) -> dict[str, int]:
+        return self.parent.kernels()
 
     def settings(self) -> dict[str, Any]:
         return {**self.parent.settings(), "instance": self.index}
@@ -326,6 +334,19 @@ def ov_layer_precisions(compiled: Any) -> dict[str, str]:
         raw = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "f32"
         layers[op.get_friendly_name()] = _PRECISION_NAMES.get(raw.lower(), raw.lower())
     return layers
+
+
+def ov_kernels(compiled: Any) -> dict[str, int]:
+    """Count the compute layers of a compiled model's runtime graph by kernel (rt_info ``primitiveType``,
+    e.g. ``brgconv_avx512_amx_I8`` where AMX runs an int8 convolution)."""
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        if "layerType" not in rt or rt["layerType"].astype(str) not in _COMPUTE_LAYERS or "primitiveType" not in rt:
+            continue
+        name = rt["primitiveType"].astype(str)
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def quantize_ir(model: "LoadedModel", xml: Path, options: SessionOptions, knobs: dict[str, Any]) -> Path:

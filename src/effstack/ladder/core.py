@@ -88,7 +88,8 @@ class Budget:
 @dataclass
 class Measured:
     """What one configuration measured: throughput (samples/s, median) with its spread, latency of one
-    batch (p50/p99 ms), accuracy (percent), size of the weights (bytes), operations (MACs per sample)."""
+    batch (p50/p99 ms), accuracy (percent), size of the weights (bytes), operations (MACs per sample), and
+    what ran: the precision and the instruction set of the engine's kernels, as read back from it."""
 
     throughput: float = 0.0
     p99_ms: float = math.inf
@@ -98,6 +99,7 @@ class Measured:
     size_bytes: int | None = None
     macs: int | None = None
     executed_precision: str = ""
+    kernel_isa: str = ""  # the widest ISA the engine's kernels use, read back ("amx"; "": cannot tell)
     seconds: float = 0.0
     error: str | None = None
 

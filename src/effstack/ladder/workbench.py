@@ -122,11 +122,13 @@ class Workbench:
             return Measured(error=one_line(exc))
         lat = r.latency
         precision = "int8" if variant.int8 else config.precision
+        from ..engines.base import session_kernel_isa
+
         executed = _executed(session)
         return Measured(throughput=r.throughput.median, p99_ms=lat.p99_ms, p50_ms=lat.p50_ms,
                         spread_pct=r.throughput.range_pct, accuracy=accuracy, macs=variant.macs,
                         size_bytes=_size(variant, precision), executed_precision=executed,
-                        seconds=r.duration_s + r.warmup_s)
+                        kernel_isa=session_kernel_isa(session), seconds=r.duration_s + r.warmup_s)
 
     def _measure_instances(self, variant: Variant, config: Candidate) -> Measured:
         """Several sessions at once, through the planner's concurrent measurement (the same offline scenario)."""
@@ -144,7 +146,7 @@ class Workbench:
             return Measured(error=one_line(exc))
         return Measured(throughput=m.throughput, p99_ms=m.p99_ms, p50_ms=m.p50_ms, accuracy=accuracy,
                         macs=variant.macs, size_bytes=_size(variant, "int8" if variant.int8 else config.precision),
-                        seconds=m.seconds)
+                        kernel_isa=m.kernel_isa, seconds=m.seconds)
 
     def accuracy(self, variant: Variant, config: Candidate, session: Any) -> float:
         """Top-1 (labels), agreement with the reference, or (embeddings) recall@10 of the reference's
@@ -165,6 +167,7 @@ def _size(variant: Variant, precision: str) -> int | None:
     if variant.params is None:
         return None
     return int(math.ceil(variant.params * BYTES_PER_WEIGHT.get(precision, 4.0)))
+
 
 
 def _executed(session: Any) -> str:

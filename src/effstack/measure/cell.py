@@ -125,7 +125,7 @@ def execute_cell(cell: Cell) -> ResultRow:
 
 def _execute(cell: Cell, row: ResultRow) -> None:
     from ..engines import canonical, get_engine
-    from ..engines.base import SessionOptions
+    from ..engines.base import SessionOptions, session_kernel_isa
     from ..models import ModelSpec, load_model
     from . import scenarios
 
@@ -158,12 +158,14 @@ def _execute(cell: Cell, row: ResultRow) -> None:
         else:
             result = scenarios.server(session, x, cell.rate_qps, cell.duration_s, seed=cell.seed)
         row.executed_counts = dict(session.executed_precision())
+        row.kernel_isa = session_kernel_isa(session)
         row.settings = dict(session.settings())
     from ..engines.base import summarize_precision
 
     row.executed_precision = summarize_precision(row.executed_counts)
     # the measured peaks are the CPU's: a GPU engine's row gets no fraction rather than a wrong one
     row.fill(result, cell.peak if engine.device == "cpu" else None, cell.noisy_threshold_pct)
+
 
 
 def run_cell(cell: Cell | dict[str, Any], isolate: bool = True, timeout_s: float | None = None) -> ResultRow:

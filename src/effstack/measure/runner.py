@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -77,7 +78,9 @@ def bench(
         isolate: run each cell in a child process (a crash costs one row).
         progress: show a progress bar (cells done / total, current cell) on stderr.
         peak: True measures (or reads the cached) machine peak for the % of peak column; a
-            :func:`~effstack.measure.peak.peak_rates` record uses that; False/None leaves it empty.
+            :func:`~effstack.measure.peak.peak_rates` record uses that (a copy); False/None leaves it empty.
+            A row that outruns the peak is its own peak (``peak_path`` ``observed:...``, fraction 1) and
+            raises it for the rows after it (:func:`~effstack.measure.peak.raise_peak`).
         on_row: called with each row as soon as it is measured (e.g. to save partial results).
 
     Raises:
@@ -142,6 +145,7 @@ def bench(
             else:
                 cell.peak = peak_record
                 row = run_cell(cell, isolate=isolate)
+                _raise_peak(peak_record, row)
             rows.append(row)
             if on_row is not None:
                 on_row(row)
@@ -151,7 +155,7 @@ def bench(
 
 def _peak(peak: bool | dict[str, Any] | None) -> dict[str, Any] | None:
     if isinstance(peak, dict):
-        return peak
+        return copy.deepcopy(peak)  # rows that outrun it raise it (_raise_peak): not the caller's dict
     if not peak:
         return None
     from .peak import peak_rates
@@ -160,6 +164,17 @@ def _peak(peak: bool | dict[str, Any] | None) -> dict[str, Any] | None:
         return peak_rates()
     except Exception:  # the % of peak is a nicety; a failure to measure it must not stop the sweep
         return None
+
+
+def _raise_peak(record: dict[str, Any] | None, row: ResultRow) -> None:
+    """A row that outran the peak (its ``peak_path`` says ``observed:...``) becomes the peak for the cells
+    after it, and for later sweeps through the peak cache (:func:`~effstack.measure.peak.raise_peak`)."""
+    from .peak import OBSERVED, raise_peak
+
+    if record is None or not row.ok or not (row.peak_path or "").startswith(OBSERVED):
+        return
+    if row.peak_precision and row.peak_gops:
+        raise_peak(record, row.peak_precision, row.peak_gops, row.peak_path or "")
 
 
 @contextlib.contextmanager

@@ -89,7 +89,9 @@ class Measurement:
     throughput: samples/s with every instance busy; p50_ms / p99_ms: latency of one batch under that
     load; samples: samples timed; seconds: seconds asked for; error: one line when it failed (then the
     numbers are None); other_cpu_pct: other processes' CPU during the timed part, in % of one core (None:
-    not metered), to judge how far to trust the figure on a shared machine.
+    not metered), to judge how far to trust the figure on a shared machine; kernel_isa: the widest
+    instruction set of the engine's kernels, read back from what it compiled (``"amx"``, ``"avx512"``;
+    ``""``: the engine cannot tell), which the search prefers on AMX CPUs (:mod:`effstack.plan.prefer`).
 
     Example:
         >>> Measurement(throughput=100.0, p50_ms=1.0, p99_ms=2.0, samples=50, seconds=0.5).ok
@@ -105,6 +107,7 @@ class Measurement:
     seconds: float = 0.0
     error: str = ""
     other_cpu_pct: float | None = None
+    kernel_isa: str = ""
 
     def __post_init__(self) -> None:
         if not self.error and (self.throughput is None or self.p99_ms is None):

@@ -102,7 +102,7 @@ def measure_real(
         1234.5
     """
     from ..engines import canonical, get_engine
-    from ..engines.base import SessionOptions
+    from ..engines.base import SessionOptions, session_kernel_isa
     from ..measure.scenarios import offline
     from ..measure.stats import latency_stats
     from ..measure.timer import Timer
@@ -127,6 +127,9 @@ def measure_real(
         result = offline(group, x, duration_s=seconds, repeats=repeats, timer=timer)
         # offline's timed rounds are its last `repeats` run_many calls (warm-up and sizing come first)
         lat = latency_stats([lap for laps in group.rounds[-repeats:] for lap in laps])
+        isa = session_kernel_isa(sessions[0])
     cpu = result.cpu.other_pct_core if result.cpu is not None else None
     return Measurement(throughput=result.throughput.median, p50_ms=lat.p50_ms, p99_ms=lat.p99_ms,
-                       samples=result.samples, seconds=seconds, other_cpu_pct=cpu)
+                       samples=result.samples, seconds=seconds, other_cpu_pct=cpu, kernel_isa=isa)
+
+

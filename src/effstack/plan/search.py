@@ -29,6 +29,10 @@ Objectives: ``"throughput"`` (samples/s, default), ``"latency"`` (lowest p99) an
 per million inferences at ``price_per_hour`` for the whole machine; with one price for every candidate
 it ranks as throughput does, and the tables show the dollars).
 
+On a CPU whose AMX tiles are usable, a candidate whose engine's compiled kernels run on them (read back:
+``Measurement.kernel_isa == "amx"``) ranks as if it scored 3 % better, in screening and in the final choice
+(:mod:`effstack.plan.prefer`); a choice that margin decided is listed in the assumptions.
+
 >>> from effstack.plan import Grid, Measurement, plan
 >>> grid = Grid.build("e", "fp32", [1, 2, 4, 8], cores=1, supported=lambda e: ("fp32",))
 >>> def model(c, seconds):  # 1 ms + 1 ms per sample per batch
@@ -49,6 +53,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .candidate import Candidate, Family, Grid, Measurement
+from .prefer import amx_active, pick, rank
 
 __all__ = ["OBJECTIVES", "MODES", "BudgetInfeasibleError", "PlanResult", "Trial", "plan", "pareto_front",
            "cost_per_million"]
@@ -177,6 +182,7 @@ class _Search:
         self.trials: list[Trial] = []
         self.assumptions: list[str] = []
         self.rejected: list[tuple[str, str]] = list(grid.rejected)
+        self.amx = amx_active()  # AMX tiles usable: configurations on AMX kernels get the preference margin
 
     def measure(self, c: Candidate, seconds: float) -> Measurement:
         try:
@@ -203,9 +209,20 @@ class _Search:
             return -math.inf
         return -m.p99_ms if self.objective == "latency" else m.throughput
 
+    def ranked(self, m: Measurement) -> float:
+        """:meth:`score` with the AMX preference (:func:`effstack.plan.prefer.rank`)."""
+        return rank(self.score(m), m.kernel_isa, self.amx)
+
     def best_of(self, cells: list[Candidate]) -> Trial | None:
+        """The best trial within the budget; on AMX, one on AMX kernels within the margin beats a faster one
+        that is not (the choice is then listed in :attr:`assumptions`)."""
         ok = [(c, self.latest[c]) for c in cells if c in self.latest and self.latest[c].meets(self.budget_ms)]
-        return max(ok, key=lambda t: self.score(t[1]), default=None)
+        best, over = pick(ok, lambda t: self.score(t[1]), lambda t: t[1].kernel_isa, self.amx)
+        if best is not None and over is not None:
+            self.assumptions.append(
+                f"{best[0].label()} ({_brief(best[1])}) was chosen over {over[0].label()} ({_brief(over[1])}): "
+                "its kernels run on AMX tiles and it measured within the AMX preference margin")
+        return best
 
 
 def _brief(m: Measurement) -> str:
@@ -323,7 +340,7 @@ def _screen(search: _Search, families: list[Family], batch_of: Callable[[Family]
         return search.latest[cells[f]]
 
     def ranked(fs: list[Family]) -> list[Family]:
-        return sorted(fs, key=lambda f: search.score(point(f)), reverse=True)
+        return sorted(fs, key=lambda f: search.ranked(point(f)), reverse=True)
 
     for f in families:
         if not point(f).ok:
@@ -410,7 +427,7 @@ def _bisect(search: _Search, family: Family, batches: list[int], seconds: float)
 
 def _final_round(search: _Search, picks: list[Trial], seconds: float, n: int) -> Trial | None:
     """Re-measure the ``n`` best picks for ``seconds`` and choose from those longer measurements."""
-    picks = sorted(picks, key=lambda t: search.score(t[1]), reverse=True)
+    picks = sorted(picks, key=lambda t: search.ranked(t[1]), reverse=True)
     finalists = []
     for c, _ in picks[:n]:
         # a finalist over the budget when measured longer gives way to the next smaller batch of its family
