@@ -265,3 +265,28 @@ def test_requests_carry_their_arrival_stamp_from_the_protocol():
     for r in (first, second):
         assert isinstance(r["arrival"], int) and r["arrival"] <= r["now"]
     assert first["now"] <= second["arrival"]
+
+
+def test_a_declared_body_takes_memory_only_as_its_bytes_arrive():
+    """A client that declares 48 MiB and sends 1 KiB must not make the server commit 48 MiB (a zero-filled
+    buffer did: a few header-only clients could exhaust memory); the short body is refused all the same."""
+    import asyncio
+
+    psutil = pytest.importorskip("psutil")
+    from effstack.serve.app import read_body
+    from effstack.serve.errors import ProtocolError
+
+    declared = 48 * 1024 * 1024
+    grew: list[int] = []
+
+    class _Request:
+        headers = {"content-length": str(declared)}
+
+        async def stream(self):
+            yield b"\0" * 1024
+            grew.append(psutil.Process().memory_info().rss - rss)  # the buffer exists and holds 1 KiB now
+
+    rss = psutil.Process().memory_info().rss
+    with pytest.raises(ProtocolError, match="has 1024 bytes"):
+        asyncio.run(read_body(_Request(), 64 * 1024 * 1024, align_at=0))
+    assert grew and grew[0] < declared // 4, f"reading 1 KiB of a declared 48 MiB body took {grew[0]} bytes"

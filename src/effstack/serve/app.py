@@ -190,8 +190,11 @@ async def read_body(request: Request, limit: int, align_at: int | None = None) -
 
 
 async def _read_aligned(request: Request, n: int, align_at: int) -> memoryview:
-    buf = bytearray(n + ALIGN_BYTES)
-    address = np.frombuffer(buf, np.uint8).ctypes.data
+    # np.empty, not bytearray(n): a bytearray is zero-filled, which commits all n bytes the moment a client
+    # declares them (64 MiB per header-only request); an uninitialised buffer of that size is mapped lazily by
+    # the OS, so memory is taken only as the body's bytes arrive and are written
+    buf = np.empty(n + ALIGN_BYTES, np.uint8)
+    address = buf.ctypes.data
     start = (-(address + align_at)) % ALIGN_BYTES
     view = memoryview(buf)[start : start + n]
     pos = 0
