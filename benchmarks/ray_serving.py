@@ -3,14 +3,16 @@
 Sections (``--only`` picks some; all by default), each bounded by ``--step-s`` and ``--max-steps``:
 
 * ``overhead``: the null engine (``--engine null`` over the bundle) behind ``effstack serve`` and behind Ray
-  Serve, the same low open-loop rate, alternating rounds; Ray's per-request overhead is the difference of
-  the p50s (and p99s), with the serve-only figure beside it.
+  Serve (through its proxy, then with direct ingress, each on a cluster of its own), the same low open-loop
+  rate, alternating rounds with effstack serve; Ray's per-request overhead is the difference of the p50s.
 * ``capacity``: the bundle with its engine at ``--budget-ms``: the highest Poisson rate whose p99 meets the
-  budget (``find_max``, the load generator of ``effstack loadtest``), ``effstack serve`` and Ray Serve side by
-  side, with the plan's threads on both. Goal: Ray >= 0.85x.
-* ``offline``: ``effstack batch-infer``'s Ray Data pipeline on a warm cluster (the pool started by a first
-  pass, the second pass timed) against ``effstack bench``'s offline scenario on one session of the same
-  engine, threads and batch. Goal: Ray Data >= 0.9x.
+  budget (``find_max``, the load generator of ``effstack loadtest``), ``effstack serve``, Ray Serve through its
+  proxy and Ray Serve with direct ingress (the replica's own server) one after another, with the plan's
+  threads on all. Goal: Ray >= 0.85x.
+* ``offline``: ``effstack batch-infer``'s Ray Data pipeline on a warm cluster against ``effstack bench``'s
+  offline scenario on one session of the same engine, threads and batch, ``--rounds`` alternating rounds;
+  Ray Data's rate once its actor pool runs (from the actors' own clocks) and for the whole pass, which starts
+  a pool (model load, warm-up). Goal: Ray Data >= 0.9x.
 * ``spread``: a simulated two-node cluster (``ray.cluster_utils.Cluster``, two nodes of 1 CPU on 127.0.0.1),
   two 1-CPU replicas; a load step, then the CPU time each replica process used, by node: requests landed on
   both nodes when both replicas worked.
@@ -64,9 +66,12 @@ def effstack_serve(bundle: str, overrides: list[str]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def ray_serve(bundle: str, overrides: dict[str, Any], **options: Any) -> Iterator[str]:
+def ray_serve(bundle: str, overrides: dict[str, Any], direct: bool = False, **options: Any) -> Iterator[str]:
+    """Ray Serve on the bundle; yields the proxy's URL, or with ``direct`` the replica's own (direct ingress)."""
+    if direct:
+        options.update(ingress="direct", direct_port=free_port())
     with RayServeApp.start(bundle, overrides, port=free_port(), **options) as app:
-        yield app.url
+        yield app.direct_urls()[0] if direct else app.url
 
 
 def _flags(overrides: dict[str, Any]) -> list[str]:
@@ -88,15 +93,22 @@ async def _load(url: str, rate: float, duration: float) -> Any:
 def overhead(args: argparse.Namespace) -> dict[str, Any]:
     """Null engine: p50/p99 at a low rate behind effstack serve and behind Ray Serve, alternating rounds."""
     over = {"engine": "null", "threads": 1}
-    rounds: dict[str, list[dict[str, Any]]] = {"effstack": [], "ray": []}
-    with effstack_serve(args.bundle, _flags(over)) as plain, ray_serve(args.bundle, over, num_cpus=2) as ray:
-        for _ in range(args.rounds):
-            for name, url in (("effstack", plain), ("ray", ray)):
-                rounds[name].append(_latency(url, args.low_rate, args.step_s))
+    rounds: dict[str, list[dict[str, Any]]] = {"effstack": [], "ray": [], "ray_direct": []}
+    with effstack_serve(args.bundle, _flags(over)) as plain:
+        with ray_serve(args.bundle, over, num_cpus=2) as ray:
+            for _ in range(args.rounds):
+                for name, url in (("effstack", plain), ("ray", ray)):
+                    rounds[name].append(_latency(url, args.low_rate, args.step_s))
+        with ray_serve(args.bundle, over, direct=True, num_cpus=2) as direct:  # a cluster of its own
+            for _ in range(args.rounds):
+                for name, url in (("effstack", plain), ("ray_direct", direct)):
+                    rounds[name].append(_latency(url, args.low_rate, args.step_s))
     med = {n: sorted(r["p50_ms"] for r in rs)[len(rs) // 2] for n, rs in rounds.items()}
-    out = {"rounds": rounds, "p50_ms": med, "ray_overhead_ms": med["ray"] - med["effstack"]}
-    print(f"overhead: null engine p50 effstack {med['effstack']:.2f} ms, Ray Serve {med['ray']:.2f} ms: "
-          f"Ray adds {out['ray_overhead_ms']:.2f} ms a request", flush=True)
+    out = {"rounds": rounds, "p50_ms": med, "ray_overhead_ms": med["ray"] - med["effstack"],
+           "ray_direct_overhead_ms": med["ray_direct"] - med["effstack"]}
+    print(f"overhead: null engine p50 effstack {med['effstack']:.2f} ms, Ray Serve through its proxy "
+          f"{med['ray']:.2f} ms (+{out['ray_overhead_ms']:.2f}), direct ingress {med['ray_direct']:.2f} ms "
+          f"(+{out['ray_direct_overhead_ms']:.2f})", flush=True)
     return out
 
 
@@ -109,10 +121,15 @@ def capacity(args: argparse.Namespace) -> dict[str, Any]:
     budget = {"latency_budget_ms": args.budget_ms}
     with ray_serve(args.bundle, budget) as url:
         best["ray"] = _find_max(url, args)
-    ratio = (best["ray"] or 0.0) / best["effstack"] if best["effstack"] else None
-    print(f"capacity at p99 {args.budget_ms} ms: effstack {best['effstack']}/s, Ray Serve {best['ray']}/s "
-          f"(ratio {ratio if ratio is None else round(ratio, 3)}; goal >= 0.85)", flush=True)
-    return {"max_rate_qps": best, "ratio": ratio, "budget_ms": args.budget_ms}
+    with ray_serve(args.bundle, budget, direct=True) as url:
+        best["ray_direct"] = _find_max(url, args)
+    ratios = {k: (best[k] or 0.0) / best["effstack"] if best["effstack"] else None for k in ("ray", "ray_direct")}
+    shown = {k: v if v is None else round(v, 3) for k, v in ratios.items()}
+    print(f"capacity at p99 {args.budget_ms} ms: effstack {best['effstack']}/s, Ray Serve through its proxy "
+          f"{best['ray']}/s ({shown['ray']}x), direct ingress {best['ray_direct']}/s ({shown['ray_direct']}x; "
+          "goal >= 0.85)", flush=True)
+    return {"max_rate_qps": best, "ratio": ratios["ray"], "ratio_direct": ratios["ray_direct"],
+            "budget_ms": args.budget_ms}
 
 
 def _find_max(url: str, args: argparse.Namespace) -> float | None:
@@ -125,39 +142,46 @@ def _find_max(url: str, args: argparse.Namespace) -> float | None:
 
 
 def offline(args: argparse.Namespace) -> dict[str, Any]:
-    """Ray Data over the plan's actor pool (warm, second pass timed) against effstack bench offline."""
+    """Ray Data over the plan's actor pool against effstack bench offline, ``--rounds`` alternating rounds."""
+    import statistics
+
     from effstack.deploy.batch import batch_plan, load_inputs, run_batches
     from effstack.engines import SessionOptions, get_engine
     from effstack.measure.scenarios import offline as offline_scenario
     from effstack.models import load_model
 
     config = resolve_one(args.bundle)
-    plan = batch_plan(config)
-    x, _ = load_inputs(args.data, config)
-    marks: list[tuple[float, float, int]] = []
-    with local_ray():
-        run_batches(x[: plan.batch_size * plan.actors], plan)  # Ray's worker processes and imports, not timed
-        t0 = time.perf_counter()
-        run_batches(x, plan, marks)
-        ray_sps = len(x) / (time.perf_counter() - t0)
-    # steady: from the actors' first batch begun to their last one done, the pool's start-up left out
-    span = max(m[1] for m in marks) - min(m[0] for m in marks)
-    steady_sps = sum(m[2] for m in marks) / span if span > 0 else None
     if config.engine == "auto":
         raise SystemExit("the offline section needs a bundle whose serving.json names its engine")
-    model = load_model(config.model)
+    plan = batch_plan(config)
+    x, _ = load_inputs(args.data, config)
     options = SessionOptions(precision=config.precision, threads=config.total_threads(), batch=plan.batch_size)
-    with get_engine(config.engine).load(model, options) as session:
-        bench_sps = offline_scenario(session, x[: plan.batch_size], duration_s=args.step_s, repeats=3).throughput.median
-    ratio = ray_sps / bench_sps
-    steady_ratio = None if steady_sps is None else steady_sps / bench_sps
-    steady = "?" if steady_sps is None else f"{steady_sps:.1f}/s ({steady_ratio:.3f}x)"
-    print(f"offline: Ray Data {ray_sps:.1f} samples/s over {len(x)} samples ({plan.actors} actor(s) x "
-          f"{plan.num_cpus} CPU, batch {plan.batch_size}; the pass starts its pool, so the actors' load and "
-          f"warm-up count), steady {steady} once the pool runs; effstack bench {bench_sps:.1f}/s: ratio "
-          f"{ratio:.3f} (goal >= 0.9)", flush=True)
-    return {"ray_data_sps": ray_sps, "steady_sps": steady_sps, "bench_sps": bench_sps, "ratio": ratio,
-            "steady_ratio": steady_ratio, "samples": len(x), "plan": plan.to_dict()}
+    rounds = []
+    with local_ray(), get_engine(config.engine).load(load_model(config.model), options) as session:
+        run_batches(x[: plan.batch_size * plan.actors], plan)  # Ray's worker processes and imports, not timed
+        for _ in range(args.rounds):
+            marks: list[tuple[float, float, int]] = []
+            t0 = time.perf_counter()
+            run_batches(x, plan, marks)  # each pass starts its actor pool: load and warm-up count in ray_sps
+            ray_sps = len(x) / (time.perf_counter() - t0)
+            # steady: from the actors' first batch begun to their last one done, the pool's start-up left out
+            span = max(m[1] for m in marks) - min(m[0] for m in marks)
+            steady_sps = sum(m[2] for m in marks) / span
+            bench_sps = offline_scenario(session, x[: plan.batch_size], duration_s=args.step_s,
+                                         repeats=3).throughput.median
+            rounds.append({"ray_data_sps": ray_sps, "steady_sps": steady_sps, "bench_sps": bench_sps,
+                           "ratio": ray_sps / bench_sps, "steady_ratio": steady_sps / bench_sps})
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    lo = {k: min(r[k] for r in rounds) for k in ("ratio", "steady_ratio")}
+    hi = {k: max(r[k] for r in rounds) for k in ("ratio", "steady_ratio")}
+    print(f"offline, {len(x)} samples, {plan.actors} actor(s) x {plan.num_cpus} CPU, batch {plan.batch_size}, "
+          f"median of {len(rounds)} alternating rounds: Ray Data {med['steady_sps']:.1f}/s once its pool runs "
+          f"({med['steady_ratio']:.3f}x, {lo['steady_ratio']:.3f}-{hi['steady_ratio']:.3f}; goal >= 0.9), "
+          f"{med['ray_data_sps']:.1f}/s for the whole pass with the pool's start-up ({med['ratio']:.3f}x); "
+          f"effstack bench {med['bench_sps']:.1f}/s", flush=True)
+    return {**med, "ratio_range": [lo["ratio"], hi["ratio"]],
+            "steady_ratio_range": [lo["steady_ratio"], hi["steady_ratio"]], "rounds": rounds, "samples": len(x),
+            "plan": plan.to_dict()}
 
 
 def spread(args: argparse.Namespace) -> dict[str, Any]:
@@ -251,20 +275,34 @@ def _readme(r: dict[str, Any]) -> list[dict[str, str]]:
     if "overhead" in r:
         o = r["overhead"]
         ray_p50 = sorted(x["p50_ms"] for x in o["rounds"]["ray"])
-        out.append({"what": "null engine p50: effstack serve / Ray Serve, ms", "figure":
-                    f"{o['p50_ms']['effstack']:.2f} / {o['p50_ms']['ray']:.2f} (Ray adds {o['ray_overhead_ms']:.2f})",
-                    "spread": f"Ray rounds {ray_p50[0]:.2f}-{ray_p50[-1]:.2f}"})
+        direct_p50 = sorted(x["p50_ms"] for x in o["rounds"]["ray_direct"])
+        out.append({"what": "null engine p50: effstack serve / Ray Serve through its proxy / direct ingress, ms",
+                    "figure": f"{o['p50_ms']['effstack']:.2f} / {o['p50_ms']['ray']:.2f} / "
+                              f"{o['p50_ms']['ray_direct']:.2f} (Ray adds {o['ray_overhead_ms']:.2f} / "
+                              f"{o['ray_direct_overhead_ms']:.2f})",
+                    "spread": f"rounds: proxy {ray_p50[0]:.2f}-{ray_p50[-1]:.2f}, "
+                              f"direct {direct_p50[0]:.2f}-{direct_p50[-1]:.2f}"})
     if "capacity" in r:
         c = r["capacity"]
-        ratio = "none" if c["ratio"] is None else f"{c['ratio']:.3f}"
-        out.append({"what": f"highest rate within p99 {c['budget_ms']:g} ms: effstack serve / Ray Serve, queries/s",
-                    "figure": f"{c['max_rate_qps']['effstack']} / {c['max_rate_qps']['ray']} (Ray {ratio}x; goal 0.85)"})
+        def x(r: float | None) -> str:
+            return "none" if r is None else f"{r:.3f}x"
+
+        q = c["max_rate_qps"]
+        out.append({"what": f"highest rate within p99 {c['budget_ms']:g} ms: effstack serve / Ray Serve through its "
+                            "proxy / direct ingress, queries/s",
+                    "figure": f"{q['effstack']} / {q['ray']} ({x(c['ratio'])}) / {q['ray_direct']} "
+                              f"({x(c['ratio_direct'])}; goal 0.85x)"})
     if "offline" in r:
         o = r["offline"]
-        steady = "-" if o["steady_sps"] is None else f"{o['steady_sps']:.1f} ({o['steady_ratio']:.3f}x)"
-        out.append({"what": f"offline, {o['samples']} samples: Ray Data batch-infer / effstack bench, samples/s",
-                    "figure": f"{o['ray_data_sps']:.1f} / {o['bench_sps']:.1f} ({o['ratio']:.3f}x; goal 0.9)",
-                    "spread": f"Ray Data once its pool runs: {steady}"})
+        a, b = o["steady_ratio_range"]
+        c, d = o["ratio_range"]
+        out.append({"what": f"offline, {o['samples']} samples: Ray Data batch-infer once its actor pool runs / "
+                            "effstack bench, samples/s (median of alternating rounds)",
+                    "figure": f"{o['steady_sps']:.1f} / {o['bench_sps']:.1f} ({o['steady_ratio']:.3f}x; goal 0.9)",
+                    "spread": f"rounds {a:.3f}-{b:.3f}x"})
+        out.append({"what": "the same, the whole pass with the pool's start-up (model load, warm-up)",
+                    "figure": f"{o['ray_data_sps']:.1f} / {o['bench_sps']:.1f} ({o['ratio']:.3f}x)",
+                    "spread": f"rounds {c:.3f}-{d:.3f}x"})
     if "spread" in r:
         s = r["spread"]
         out.append({"what": "two simulated 1-CPU nodes, two replicas: nodes whose replica worked",
@@ -288,7 +326,7 @@ def main() -> int:
     p.add_argument("--max-steps", type=int, default=6, help="find_max steps per server")
     p.add_argument("--start-rate", type=float, default=10.0, help="find_max's first rate (queries/s)")
     p.add_argument("--low-rate", type=float, default=20.0, help="the overhead section's rate (queries/s)")
-    p.add_argument("--rounds", type=int, default=3, help="overhead rounds per server")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of the overhead and offline sections")
     p.add_argument("--data", default="synth:digits?n=3072&size=224", help="the offline section's data spec")
     p.add_argument("--fault-requests", type=int, default=300, help="requests of the fault drill")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")

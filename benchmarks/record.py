@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv[:cut])
     command = argv[cut + 1:]
     # the interpreter as a reader types it: "python", not this machine's venv path
-    shown = ["python" if os.path.basename(a).startswith("python") and os.path.isabs(a) else a for a in command]
+    shown = ["python" if os.path.basename(a).startswith("python") and os.sep in a else a for a in command]
     recorded_as = ["python", "benchmarks/record.py", args.name, "--", *shown]
     try:
         path = record(args.name, command, root=args.root, kind=args.kind, recorded_as=recorded_as)

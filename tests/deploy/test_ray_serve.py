@@ -66,3 +66,4 @@ def test_bad_requests_get_the_structured_4xx_of_effstack_serve(ray_app):
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     r = httpx.post(f"{ray_app.url}/v2/models/nope/infer", content=b"{}")
     assert r.status_code == 404 and "unknown model 'nope'" in json.loads(r.content)["error"]
+

@@ -35,6 +35,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000)")
     p.add_argument("--min-replicas", type=int, help="autoscaling lower bound (default 1)")
     p.add_argument("--max-replicas", type=int, help="autoscaling upper bound (default: the plan's instances)")
+    p.add_argument("--ingress", choices=["proxy", "direct"], default="proxy",
+                   help="proxy (default): every request through Serve's proxy at --port; direct: each replica also "
+                   "serves HTTP itself (Ray Serve's direct ingress, ports from --direct-port on), skipping the "
+                   "proxy's hop and its CPU")
+    p.add_argument("--direct-port", type=int, default=30000, help="first port of the replicas' own servers "
+                   "(--ingress direct; default 30000)")
     p.add_argument("--print-plan", action="store_true", help="print the replica plan as JSON and exit")
     p.set_defaults(func=cmd_deploy_ray)
 
@@ -82,10 +88,13 @@ def cmd_deploy_ray(args: argparse.Namespace) -> int:
     require_ray("serve", "effstack deploy ray")
     print(f"starting a local Ray cluster on 127.0.0.1 and deploying {args.bundle} ...", flush=True)
     with RayServeApp.start(args.bundle, _overrides(args), port=args.port, min_replicas=args.min_replicas,
-                           max_replicas=args.max_replicas, num_cpus=args.num_cpus) as app:
+                           max_replicas=args.max_replicas, num_cpus=args.num_cpus, ingress=args.ingress,
+                           direct_port=args.direct_port) as app:
         p = app.plan
         print(f"  {app.config.name}: {p.initial_replicas} replica(s) of {p.num_cpus} CPU(s) "
               f"(autoscaling {p.min_replicas}..{p.max_replicas})")
+        for url in app.direct_urls():
+            print(f"  a replica serves {url}/v2 itself (direct ingress)")
         print(f"serving on {app.url}/v2 through Ray Serve (Ctrl-C to stop)", flush=True)
         try:
             while True:

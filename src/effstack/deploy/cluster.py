@@ -24,9 +24,13 @@ __all__ = ["LOOPBACK", "RAY_ENV", "local_ray", "loopback_env", "require_ray"]
 LOOPBACK = "127.0.0.1"
 # set before ray is imported: no usage report to Ray's servers; this node's address is the loopback one
 # Serve's proxy sends requests to replicas on its own node first: made for a proxy on every node, but effstack
-# runs one proxy, on the head, so that preference would leave the other nodes' replicas idle below saturation
+# runs one proxy, on the head, so that preference would leave the other nodes' replicas idle below saturation.
+# Ray starts its worker processes at niceness 15 (so that its own daemons stay responsive); effstack's replicas
+# and actors *are* the serving compute: at 15 (engine threads at 19) they lost the CPU to the load, the driver
+# and Ray's daemons, all at 0, and Ray Serve carried 0.12x the rate of effstack serve on a 2-core machine
+# (benchmarks/ray_serving.py); workers run at the niceness of the process that starts the cluster instead
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
+           "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0", "RAY_worker_niceness": "0"}
 
 
 def require_ray(part: str = "", purpose: str = "") -> ModuleType:

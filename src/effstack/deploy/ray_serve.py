@@ -53,6 +53,9 @@ __all__ = ["ReplicaPlan", "RayServeApp", "replica_plan", "replica_processes", "r
 
 PURPOSE = "effstack deploy ray"
 HEALTH_CHECK_PERIOD_S = 2.0  # how often Ray asks a replica whether it lives (its restart after a kill)
+# Ray writes a log line per request in the proxy and again in the replica; effstack's own /metrics count and
+# time every request already (per stage), so Ray's access log is off: two file writes less per request
+ACCESS_LOG_OFF = {"enable_access_log": False}
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class ReplicaPlan:
             "max_queued_requests": self.max_queued_requests,
             "health_check_period_s": HEALTH_CHECK_PERIOD_S,
             "max_constructor_retry_count": 3,  # a model that cannot load fails the deploy instead of looping
+            "logging_config": ACCESS_LOG_OFF,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,49 +199,98 @@ def serve_application(config: ServingConfig, plan: ReplicaPlan, max_request_byte
     return deployment.bind()
 
 
+INGRESS = ("proxy", "direct")
+DIRECT_PORTS = 64  # ports kept for the replicas' own HTTP servers in direct ingress, from the first one given
+
+
+def direct_ingress_env(first_port: int) -> dict[str, str]:
+    """The environment of a cluster whose ingress replicas serve HTTP themselves (Ray Serve's direct ingress):
+    each replica listens on 127.0.0.1 at a port Ray allocates from ``first_port`` on, and a replica being
+    stopped drains for a second (Ray's default waits half a minute, for a load balancer to notice)."""
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(first_port),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(first_port + DIRECT_PORTS - 1),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+
+
 class RayServeApp:
     """A running Ray Serve deployment of one bundle on a local loopback cluster; a context manager.
 
     Build with :meth:`start`; :meth:`close` (or leaving the ``with`` block) deletes the app, stops Serve and
-    the cluster it started.
+    the cluster it started. ``url`` is Serve's proxy (it routes to every replica, whichever lives);
+    with ``ingress="direct"``, :meth:`direct_urls` are the replicas' own HTTP servers.
     """
 
-    def __init__(self, config: ServingConfig, plan: ReplicaPlan, port: int, stack: contextlib.ExitStack):
+    def __init__(self, config: ServingConfig, plan: ReplicaPlan, port: int, stack: contextlib.ExitStack,
+                 ingress: str = "proxy", direct_port: int | None = None):
         self.config = config
         self.plan = plan
         self.port = port
         self.url = f"http://{LOOPBACK}:{port}"
+        self.ingress = ingress
+        self._direct_port = direct_port
         self._stack = stack
+
+    def direct_urls(self) -> list[str]:
+        """The URLs of the replicas' own HTTP servers (direct ingress; empty behind the proxy), in port order."""
+        if self._direct_port is None:
+            return []
+        import psutil
+
+        low, high = self._direct_port, self._direct_port + DIRECT_PORTS
+        ports = set()
+        for p in replica_processes():
+            with contextlib.suppress(psutil.Error):
+                ports |= {c.laddr.port for c in p.net_connections("tcp")
+                          if c.status == psutil.CONN_LISTEN and low <= c.laddr.port < high}
+        return [f"http://{LOOPBACK}:{port}" for port in sorted(ports)]
 
     @classmethod
     def start(cls, target: str | Path, overrides: dict[str, Any] | None = None, *, name: str | None = None,
               port: int = 8000, min_replicas: int | None = None, max_replicas: int | None = None,
-              num_cpus: int | None = None, max_request_bytes: int = 64 * 1024 * 1024) -> RayServeApp:
+              num_cpus: int | None = None, max_request_bytes: int = 64 * 1024 * 1024, ingress: str = "proxy",
+              direct_port: int = 30000) -> RayServeApp:
         """Resolve and verify ``target``, start a local cluster (``num_cpus``) and Serve on 127.0.0.1:``port``,
         and deploy; returns once every initial replica has loaded, warmed up and answers.
+
+        ``ingress``: ``"proxy"`` (default): every request goes through Serve's HTTP proxy, which routes it to a
+        replica (one URL for any number of replicas, across restarts). ``"direct"``: each replica also serves
+        HTTP itself (Ray Serve's direct ingress, ports from ``direct_port`` on; :meth:`direct_urls`), so a
+        request skips the proxy's hop: on a 2-core machine the proxy and the replica's side of it cost about
+        11 ms of CPU per 600 KB request, several times what the model computes. A client (or a load balancer
+        in front) then picks the replica, and a restarted replica may come back on another port.
 
         Raises:
             MissingDependencyError: Ray Serve is not installed.
             ArtifactError, ConfigError: a bad bundle or bad settings (before Ray starts).
             EngineError: the replicas could not load the model.
         """
+        if ingress not in INGRESS:
+            raise ConfigError(f"--ingress must be one of {', '.join(INGRESS)}, got {ingress!r}")
         require_ray("serve", PURPOSE)
         config = resolve_one(target, overrides, name)
         plan = replica_plan(config, min_replicas, max_replicas)
         stack = contextlib.ExitStack()
         try:
+            if ingress == "direct":  # read by the cluster's processes as they start: set before the cluster
+                import ray
+
+                if ray.is_initialized():
+                    raise ConfigError("direct ingress needs a Ray cluster of its own, and one is running in this "
+                                      "process; stop it (ray.shutdown()) or use --ingress proxy")
+                stack.enter_context(_environ(direct_ingress_env(direct_port)))
             stack.enter_context(local_ray(num_cpus))
             from ray import serve
 
             # one proxy, on the head: proxies on every node of a cluster simulated on one machine would all
             # bind 127.0.0.1:port, and the address users are given is the head's anyway
-            serve.start(proxy_location="HeadOnly", http_options={"host": LOOPBACK, "port": port})
+            serve.start(proxy_location="HeadOnly", http_options={"host": LOOPBACK, "port": port},
+                        logging_config=ACCESS_LOG_OFF)
             stack.callback(serve.shutdown)
             _run(serve, serve_application(config, plan, max_request_bytes), config.name)
         except BaseException:
             stack.close()
             raise
-        return cls(config, plan, port, stack)
+        return cls(config, plan, port, stack, ingress, direct_port if ingress == "direct" else None)
 
     def close(self) -> None:
         self._stack.close()
@@ -247,6 +300,23 @@ class RayServeApp:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Any:
+    """``values`` in this process's environment for the ``with`` block, the previous values restored after."""
+    import os
+
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run(serve: Any, app: Any, name: str) -> None:
