@@ -237,3 +237,31 @@ def test_mlperf_loadgen_server_and_offline(server_factory, tiny_mlp_model, tmp_p
     doc = json.loads(out.read_text())
     assert doc["errors"] == 0 and float(doc["summary"]["Completed samples per second"]) > 0
     assert "99.00 percentile latency" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("retry, want", [(True, (200, 2)), (False, (503, 0))], ids=["offline-retries", "server-fails"])
+def test_loadgen_url_sut_sends_refusals_again_only_when_asked(retry, want):
+    """Offline sends a 503'd query again after its Retry-After (counted as refused); by default a 503 stands."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from effstack.serve.mlperf import UrlSUT
+
+    class _Pool:  # the server's answers, scripted: refused twice, then served
+        def __init__(self):
+            self.answers = [(503, {"retry-after": "0"}, b""), (503, {"retry-after": "junk"}, b""), (200, {}, b"")]
+
+        async def send(self, request):
+            return self.answers.pop(0)
+
+        def close(self):
+            pass
+
+    sut = UrlSUT(SimpleNamespace(host="127.0.0.1", port=9, request=b""), connections=1, retry_refused=retry,
+                 max_in_flight=1 if retry else None)
+    try:
+        sut.pool = _Pool()
+        status, _, _ = asyncio.run_coroutine_threadsafe(sut._send(), sut.loop).result(timeout=10)
+        assert (status, sut.refused) == want
+    finally:
+        sut.close()

@@ -60,14 +60,28 @@ class SessionSUT:
 
 
 REQUEST_TIMEOUT_S = 30.0  # one request's longest wait before it counts as an error
+RETRY_PAUSE_S = 0.01  # a refused Offline request is sent again this much later
 
 
 class UrlSUT:
-    """Answers queries by sending the prepared :class:`~effstack.serve.loadtest.Target` request, one per sample."""
+    """Answers queries by sending the prepared :class:`~effstack.serve.loadtest.Target` request, one per sample.
 
-    def __init__(self, target: Any, connections: int = 256):
+    For Offline, whose queries all arrive at once, a latency-budget server refuses (503) what its budget
+    cannot hold, and a refusal would count as a fast answer. So a batch client keeps at most ``max_in_flight``
+    requests out (the rest wait here: a window the size of what the server computes and queues at once), and
+    with ``retry_refused`` sends a refused request again after a short pause (its Retry-After is in whole
+    seconds, far longer than a batch) until the request's deadline; ``refused`` counts those refusals. Off
+    (the default: Server), every query is sent when LoadGen issues it and a 503 is an error.
+    """
+
+    def __init__(self, target: Any, connections: int = 256, retry_refused: bool = False,
+                 max_in_flight: int | None = None):
         from .loadtest import _Pool
 
+        self.retry_refused = retry_refused
+        self.refused = 0
+        self.max_in_flight = max_in_flight
+        self.window: asyncio.Semaphore | None = None  # made on the SUT's loop
         self.target = target
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="effstack-loadgen-http", daemon=True)
@@ -86,12 +100,28 @@ class UrlSUT:
         # Every query must be answered, whatever happens to its request: LoadGen waits for each one
         # forever, so a request that raised anything or stalled would hang the whole test.
         try:
-            status, _, _ = await asyncio.wait_for(self.pool.send(self.target.request), REQUEST_TIMEOUT_S)
+            status, _, _ = await asyncio.wait_for(self._send(), REQUEST_TIMEOUT_S)
             self.errors += status != 200
         except Exception:  # noqa: BLE001 - counted as an error, and the query is still completed
             self.errors += 1
         finally:
             lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
+
+    async def _send(self) -> tuple[int, dict[str, str], bytes]:
+        if self.max_in_flight is None:
+            return await self._send_retrying()
+        if self.window is None:
+            self.window = asyncio.Semaphore(self.max_in_flight)
+        async with self.window:
+            return await self._send_retrying()
+
+    async def _send_retrying(self) -> tuple[int, dict[str, str], bytes]:
+        while True:
+            status, headers, body = await self.pool.send(self.target.request)
+            if status != 503 or not self.retry_refused:
+                return status, headers, body
+            self.refused += 1
+            await asyncio.sleep(RETRY_PAUSE_S)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.pool.close)
