@@ -441,6 +441,51 @@ def _view_auto(doc: dict[str, Any]) -> str:
             + _table(("run", "order", *[f"{n} instance(s)" for n in layouts], "ranking", "auto's pick"), rows))
 
 
+def _pcts_row(label: str, v: dict[str, Any] | None) -> tuple[str, ...]:
+    v = v or {}
+    return (label, str(v.get("n", v.get("count", 0))), _num(v.get("p50_ms"), ".2f"), _num(v.get("p99_ms"), ".2f"),
+            _num(v.get("max_ms"), ".2f"))
+
+
+def _checks(r: dict[str, Any]) -> str:
+    return "\n".join(f"- {'pass' if ok else 'FAIL'}: {name}" for name, ok in r["checks"].items())
+
+
+def _view_overload(doc: dict[str, Any]) -> str:
+    """``benchmarks/serving_overload.py``: refusals under overload, seen by the server and by the clients."""
+    r = doc["result"]
+    s = r["server_refusals"]
+    rows = [_pcts_row("503, client: from the real send", r["refused_from_sent"]),
+            _pcts_row("503, client: from the scheduled send", r["refused_from_scheduled"]),
+            _pcts_row("200, client: from the real send", r["admitted_from_sent"]),
+            ("503, server: accept to transport (histogram, interpolated)", str(s["count"]), _num(s["p50_ms"], ".2f"),
+             _num(s["p99_ms"], ".2f"), f"{_num(100 * s['within_goal_share'], '.2f')}% within 5 ms"
+             if s.get("within_goal_share") is not None else "-")]
+    head = (f"{r['model']} {r['precision']}, budget {r['budget_ms']:g} ms, capacity {r['capacity']['qps']:.1f}/s "
+            f"({'given' if r['capacity']['given'] else 'measured'}), offered {r['rate_qps']:.1f}/s "
+            f"({r['factor']:g}x) for {r['seconds']:g} s: {r['sent']} sent, {r['outcomes'].get('200', 0)} answered, "
+            f"{r['outcomes'].get('503', 0)} refused ({100 * r['refused_share']:.1f}%)")
+    return head + ":\n\n" + _table(("latency", "n", "p50 ms", "p99 ms", "max ms"), rows) + "\n\n" + _checks(r)
+
+
+def _view_soak(doc: dict[str, Any]) -> str:
+    """``benchmarks/serving_soak.py``: minutes below capacity, memory, errors and the id accounting."""
+    r = doc["result"]
+    d, ids = r["rss"], r["ids"]
+    drift = "-" if d.get("max_drift") is None else f"{100 * d['max_drift']:+.2f}%"
+    rows = [("RSS after the warm-up / at the end, MiB", f"{_num(d.get('start_mib'), '.1f')} / "
+             f"{_num(d.get('end_mib'), '.1f')} (largest drift {drift})"),
+            ("errors (of which admission 503s)", f"{r['errors']} ({r['refused']})"),
+            ("ids: wrong / twice / missing", f"{ids['wrong_id']} / {ids['echoed_twice_or_more']} / {ids['missing']}"),
+            ("server's success count / answers read", f"{r['server_success']:.0f} / {r['outcomes'].get('200', 0)}"),
+            ("200 latency from the real send, p50 / p99 ms", f"{_num(r['latency_from_sent'].get('p50_ms'), '.2f')} / "
+             f"{_num(r['latency_from_sent'].get('p99_ms'), '.2f')}")]
+    head = (f"{r['model']} {r['precision']}, budget {r['budget_ms']:g} ms, capacity {r['capacity']['qps']:.1f}/s "
+            f"({'given' if r['capacity']['given'] else 'measured'}), {r['rate_qps']:.1f}/s ({r['load']:g}x) for "
+            f"{r['wall_s']:.0f} s, {r['sent']} requests")
+    return head + ":\n\n" + _table(("what", "figure"), rows) + "\n\n" + _checks(r)
+
+
 def _num(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -450,7 +495,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "ternary": _view_ternary, "sim2real": _view_sim2real,
     "quantize": _view_quantize, "prune": _view_prune, "curve": _view_curve,
     "vectors": _view_vectors, "planner": _view_planner,
-    "auto": _view_auto,
+    "auto": _view_auto, "overload": _view_overload, "soak": _view_soak,
 }
 
 
