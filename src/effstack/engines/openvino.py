@@ -14,6 +14,8 @@ Settings read back from the compiled model (not what was asked for) go into ``se
 from __future__ import annotations
 
 import functools
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -324,13 +326,18 @@ def count_ov_precision(compiled: Any) -> dict[str, int]:
     return count_precisions(ov_layer_precisions(compiled))
 
 
+def _compute_ops(compiled: Any) -> Iterator[tuple[Any, Any]]:
+    """``(op, rt_info)`` of each compute layer in a compiled model's runtime graph."""
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        if "layerType" in rt and rt["layerType"].astype(str) in _COMPUTE_LAYERS:
+            yield op, rt
+
+
 def ov_layer_precisions(compiled: Any) -> dict[str, str]:
     """Compute layer name -> executed precision in a compiled model's runtime graph."""
     layers: dict[str, str] = {}
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        rt = op.get_rt_info()
-        if "layerType" not in rt or rt["layerType"].astype(str) not in _COMPUTE_LAYERS:
-            continue
+    for op, rt in _compute_ops(compiled):
         raw = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "f32"
         layers[op.get_friendly_name()] = _PRECISION_NAMES.get(raw.lower(), raw.lower())
     return layers
@@ -339,14 +346,7 @@ def ov_layer_precisions(compiled: Any) -> dict[str, str]:
 def ov_kernels(compiled: Any) -> dict[str, int]:
     """Count the compute layers of a compiled model's runtime graph by kernel (rt_info ``primitiveType``,
     e.g. ``brgconv_avx512_amx_I8`` where AMX runs an int8 convolution)."""
-    counts: dict[str, int] = {}
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        rt = op.get_rt_info()
-        if "layerType" not in rt or rt["layerType"].astype(str) not in _COMPUTE_LAYERS or "primitiveType" not in rt:
-            continue
-        name = rt["primitiveType"].astype(str)
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+    return dict(Counter(rt["primitiveType"].astype(str) for _, rt in _compute_ops(compiled) if "primitiveType" in rt))
 
 
 def quantize_ir(model: "LoadedModel", xml: Path, options: SessionOptions, knobs: dict[str, Any]) -> Path:

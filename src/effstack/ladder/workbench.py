@@ -169,7 +169,6 @@ def _size(variant: Variant, precision: str) -> int | None:
     return int(math.ceil(variant.params * BYTES_PER_WEIGHT.get(precision, 4.0)))
 
 
-
 def _executed(session: Any) -> str:
     from ..engines.base import summarize_precision
 

@@ -167,7 +167,6 @@ def _execute(cell: Cell, row: ResultRow) -> None:
     row.fill(result, cell.peak if engine.device == "cpu" else None, cell.noisy_threshold_pct)
 
 
-
 def run_cell(cell: Cell | dict[str, Any], isolate: bool = True, timeout_s: float | None = None) -> ResultRow:
     """Run one cell and return its row; never raises for a failing cell.
 

@@ -309,22 +309,10 @@ def _ov_path(kind: str) -> Callable[[int, int], Callable[[], Any] | None]:
 
         rng = np.random.default_rng(0)
         a = ops.parameter([size, size], ov.Type.f32, name="a")
-        if kind == "int8":
-            # the pattern NNCF writes: FakeQuantize on activations, int8 weights -> Convert -> Multiply;
-            # OpenVINO's low-precision transformations turn it into an int8 product
-            lo, hi = np.float32(-4.0), np.float32(4.0)
-            x = ops.fake_quantize(a, lo, hi, lo, hi, 256)
-            w8 = ops.constant(rng.integers(-127, 127, (size, size), dtype=np.int8))
-            w = ops.multiply(ops.convert(w8, ov.Type.f32), ops.constant(np.full((size, 1), 0.01, np.float32)))
-        else:
-            x, w = a, ops.constant(rng.standard_normal((size, size), dtype=np.float32))
-        model = ov.Model([ops.matmul(x, w, False, True)], [a], "peak")
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                  "INFERENCE_PRECISION_HINT": "bf16" if kind == "bf16" else "f32"}
-        compiled = ov.Core().compile_model(model, "CPU", config)
-        if not _ov_ran(compiled, {"fp32": ("f32",), "bf16": ("bf16",), "int8": ("i8", "u8")}[kind]):
+        x, w = _ov_operands(kind, a, (size, size), rng)
+        request = _ov_request(ov.Model([ops.matmul(x, w, False, True)], [a], "peak"), kind, threads)
+        if request is None:
             return None  # e.g. bf16 asked on a CPU without bf16 units: it silently ran f32
-        request = compiled.create_infer_request()
         data = rng.standard_normal((size, size), dtype=np.float32)
         return lambda: request.infer({0: data})
 
@@ -355,20 +343,11 @@ def _ov_conv_path(kind: str) -> Callable[[int, int], Callable[[], Any] | None]:
         rng = np.random.default_rng(0)
         a = ops.parameter([n, c, hw, hw], ov.Type.f32, name="a")
         pads = [k // 2, k // 2]
-        if kind == "int8":  # NNCF's pattern again: quantized activations, int8 weights with a scale
-            lo, hi = np.float32(-4.0), np.float32(4.0)
-            x = ops.fake_quantize(a, lo, hi, lo, hi, 256)
-            w8 = ops.constant(rng.integers(-127, 127, (c, c, k, k), dtype=np.int8))
-            w = ops.multiply(ops.convert(w8, ov.Type.f32), ops.constant(np.full((c, 1, 1, 1), 0.01, np.float32)))
-        else:
-            x, w = a, ops.constant(rng.standard_normal((c, c, k, k), dtype=np.float32) * np.float32(0.05))
-        model = ov.Model([ops.convolution(x, w, [1, 1], pads, pads, [1, 1])], [a], "peak_conv")
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                  "INFERENCE_PRECISION_HINT": "bf16" if kind == "bf16" else "f32"}
-        compiled = ov.Core().compile_model(model, "CPU", config)
-        if not _ov_ran(compiled, {"fp32": ("f32",), "bf16": ("bf16",), "int8": ("i8", "u8")}[kind]):
+        x, w = _ov_operands(kind, a, (c, c, k, k), rng)
+        request = _ov_request(ov.Model([ops.convolution(x, w, [1, 1], pads, pads, [1, 1])], [a], "peak_conv"),
+                              kind, threads)
+        if request is None:
             return None
-        request = compiled.create_infer_request()
         data = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
 
         def run() -> Any:
@@ -378,6 +357,35 @@ def _ov_conv_path(kind: str) -> Callable[[int, int], Callable[[], Any] | None]:
         return run
 
     return make
+
+
+def _ov_operands(kind: str, a: Any, weight_shape: tuple[int, ...], rng: Any) -> tuple[Any, Any]:
+    """The activation and weight of a peak graph on parameter ``a``: for int8 the pattern NNCF writes
+    (FakeQuantize on activations, int8 weights -> Convert -> Multiply by a per-output scale), which OpenVINO's
+    low-precision transformations turn into an int8 kernel; else ``a`` and float weights."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    if kind != "int8":
+        return a, ops.constant(rng.standard_normal(weight_shape, dtype=np.float32) * np.float32(0.05))
+    lo, hi = np.float32(-4.0), np.float32(4.0)
+    w8 = ops.constant(rng.integers(-127, 127, weight_shape, dtype=np.int8))
+    scale = np.full((weight_shape[0],) + (1,) * (len(weight_shape) - 1), 0.01, np.float32)
+    return ops.fake_quantize(a, lo, hi, lo, hi, 256), ops.multiply(ops.convert(w8, ov.Type.f32), ops.constant(scale))
+
+
+def _ov_request(model: Any, kind: str, threads: int) -> Any | None:
+    """An infer request of ``model`` compiled for ``kind`` on one latency stream, or None when its kernels did
+    not really run that precision (:func:`_ov_ran`)."""
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+              "INFERENCE_PRECISION_HINT": "bf16" if kind == "bf16" else "f32"}
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    if not _ov_ran(compiled, {"fp32": ("f32",), "bf16": ("bf16",), "int8": ("i8", "u8")}[kind]):
+        return None
+    return compiled.create_infer_request()
 
 
 def _ov_ran(compiled: Any, want: tuple[str, ...]) -> bool:

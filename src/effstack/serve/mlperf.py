@@ -80,8 +80,7 @@ class UrlSUT:
 
         self.retry_refused = retry_refused
         self.refused = 0
-        self.max_in_flight = max_in_flight
-        self.window: asyncio.Semaphore | None = None  # made on the SUT's loop
+        self.window = None if max_in_flight is None else asyncio.Semaphore(max_in_flight)
         self.target = target
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="effstack-loadgen-http", daemon=True)
@@ -108,10 +107,8 @@ class UrlSUT:
             lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
 
     async def _send(self) -> tuple[int, dict[str, str], bytes]:
-        if self.max_in_flight is None:
-            return await self._send_retrying()
         if self.window is None:
-            self.window = asyncio.Semaphore(self.max_in_flight)
+            return await self._send_retrying()
         async with self.window:
             return await self._send_retrying()
 
