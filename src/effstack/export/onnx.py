@@ -99,8 +99,8 @@ def _torch_export(model: "LoadedModel", path: Path, opset: int) -> None:
     supports_dynamo_flag = "dynamo" in inspect.signature(torch.onnx.export).parameters
     first_error: BaseException | None = None
     try:
-        kwargs = dict(base, do_constant_folding=True,
-                      dynamic_axes={inp.name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        axes = {0: "batch", **{1 + a: f"axis{1 + a}" for a in inp.dynamic}}
+        kwargs = dict(base, do_constant_folding=True, dynamic_axes={inp.name: axes, OUTPUT_NAME: {0: "batch"}})
         if supports_dynamo_flag:
             kwargs["dynamo"] = False
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -113,7 +113,9 @@ def _torch_export(model: "LoadedModel", path: Path, opset: int) -> None:
         raise ArtifactError(f"cannot export {model.name!r} to ONNX: {one_line(first_error, 200)}") from None
     try:
         kwargs = dict(base, opset_version=max(opset, 18), dynamo=True, verbose=False,
-                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096),
+                                       **{1 + a: torch.export.Dim(f"axis{1 + a}", min=2, max=inp.shape[a])
+                                          for a in inp.dynamic}},))
         quiet = logging.getLogger("torch.onnx")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
@@ -140,6 +142,15 @@ def _first_tensor(out: Any) -> Any:
     return out
 
 
+def _shorter(inp: Any, x: np.ndarray) -> np.ndarray | None:
+    """``x`` cut to about half its size on each dynamic axis (None when the spec has none)."""
+    if not inp.dynamic:
+        return None
+    cut = tuple(slice(None) if a - 1 not in inp.dynamic else slice(0, max(2, x.shape[a] // 2))
+                for a in range(x.ndim))
+    return np.ascontiguousarray(x[cut])
+
+
 def check_onnx(model: "LoadedModel", path: Path, max_rel_error: float = MAX_REL_ERROR) -> float | None:
     """Compare the ONNX file with eager PyTorch on a deterministic batch of 2; return the relative error.
 
@@ -162,6 +173,14 @@ def check_onnx(model: "LoadedModel", path: Path, max_rel_error: float = MAX_REL_
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         got = sess.run(None, {model.input.name: x})[0]
         one = sess.run(None, {model.input.name: x[:1]})[0]
+        short = _shorter(model.input, x[:1])
+        if short is not None:  # a dynamic axis must run at another size and give what PyTorch gives there
+            with torch.inference_mode():
+                want = _first_tensor(model.module(torch.from_numpy(short))).float().numpy()
+            have = sess.run(None, {model.input.name: short})[0]
+            if have.shape != want.shape or not np.allclose(have, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max())):
+                raise ArtifactError(f"the ONNX export of {model.name!r} fixed the size of a dynamic axis "
+                                    f"(input {short.shape} gives {have.shape}, PyTorch {want.shape})")
     except Exception as exc:
         raise ArtifactError(f"the ONNX export of {model.name!r} does not run: {one_line(exc, 200)}") from None
     if got.shape != ref.shape or one.shape[:1] != (1,):

@@ -74,6 +74,10 @@ def load_model(spec: ModelSpec | str, input: InputSpec | None = None) -> LoadedM
     path = Path(src).expanduser()
     if src.endswith(".onnx"):
         model = _load_onnx(spec, path)
+    elif _is_text(src):
+        from ..text.encoder import load_text_encoder
+
+        return load_text_encoder(spec)
     elif ":" in src and not path.exists() and not src.startswith(("/", ".")):
         model = _load_factory(spec)
     elif path.suffix in _TORCHSCRIPT_SUFFIXES + _CHECKPOINT_SUFFIXES or path.exists():
@@ -139,6 +143,12 @@ def recalibrate_batchnorm(module: Any, batches: Any) -> int:
 def is_pretrained(source: str) -> bool:
     """Whether ``source`` names a model effstack loads with real trained weights (EfficientNet-Lite)."""
     return source in _pretrained_names()
+
+
+def _is_text(source: str) -> bool:
+    from ..text.encoder import is_text_model
+
+    return is_text_model(source)
 
 
 def _pretrained_names() -> tuple[str, ...]:

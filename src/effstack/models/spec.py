@@ -22,6 +22,9 @@ class InputSpec:
     Example: ``InputSpec(shape=(3, 224, 224))`` is an NCHW float32 image batch ``(N, 3, 224, 224)``.
     ``mean``/``std`` describe the preprocessing the model expects of raw [0, 1] pixels, recorded so
     that data loaders and the server can apply it; the model itself takes normalised tensors.
+    ``dynamic`` names the sample axes (0 is the first after the batch) whose size may vary from 1 up to
+    ``shape``'s: ``InputSpec((128,), dtype="int64", layout="NL", name="input_ids", dynamic=(0,))`` is a batch
+    of token ids up to 128 long; exports keep those axes dynamic, and ``shape`` is the size measured by default.
     """
 
     shape: tuple[int, ...]
@@ -30,10 +33,17 @@ class InputSpec:
     name: str = "input"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    dynamic: tuple[int, ...] = ()
+    vocab: int | None = None  # integer inputs (token ids) take values 0..vocab-1
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
         object.__setattr__(self, "shape", shape)
+        dynamic = tuple(sorted({int(a) for a in self.dynamic}))
+        object.__setattr__(self, "dynamic", dynamic)
+        if any(not 0 <= a < len(shape) for a in dynamic):
+            raise ConfigError(f"dynamic axes must index the {len(shape)} sample axes (0..{len(shape) - 1}), "
+                              f"got {list(dynamic)}")
         if not shape or any(s <= 0 for s in shape):
             raise ConfigError(f"input shape must be positive sizes without the batch axis, got {shape}")
         if self.dtype not in _DTYPES:
@@ -59,7 +69,7 @@ class InputSpec:
         rng = np.random.default_rng(seed)
         if self.dtype in ("float32", "float16", "bfloat16"):
             return rng.standard_normal(self.batch_shape(batch), dtype=np.float32)
-        return rng.integers(0, 128, size=self.batch_shape(batch)).astype(self.dtype)
+        return rng.integers(0, self.vocab or 128, size=self.batch_shape(batch)).astype(self.dtype)
 
     def image_like(self, batch: int = 1, seed: int = 0, grid: int = 7) -> np.ndarray:
         """A deterministic batch of random *image-like* inputs: smooth random fields (a ``grid`` x ``grid``
@@ -87,8 +97,9 @@ class InputSpec:
         """
         if not isinstance(array, np.ndarray):
             raise InputError(f"input {self.name!r} must be a numpy array, got {type(array).__name__}")
-        if array.ndim != len(self.shape) + 1 or tuple(array.shape[1:]) != self.shape:
-            want = "(N, " + ", ".join(map(str, self.shape)) + ")"
+        if array.ndim != len(self.shape) + 1 or not self.fits(tuple(array.shape[1:])):
+            want = "(N, " + ", ".join(f"1..{s}" if a in self.dynamic else str(s)
+                                      for a, s in enumerate(self.shape)) + ")"
             raise InputError(
                 f"input {self.name!r} must have shape {want}, got {tuple(array.shape)}; "
                 "resize or reshape the batch to match the model"
@@ -102,14 +113,24 @@ class InputSpec:
             )
         return np.ascontiguousarray(array)
 
+    def fits(self, sample_shape: tuple[int, ...]) -> bool:
+        """Whether one sample of ``sample_shape`` is valid: equal on fixed axes, 1..max on dynamic ones."""
+        return len(sample_shape) == len(self.shape) and all(
+            (1 <= got <= want) if axis in self.dynamic else got == want
+            for axis, (got, want) in enumerate(zip(sample_shape, self.shape)))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["shape"] = list(self.shape)
+        d["dynamic"] = list(self.dynamic)
+        for key in ("dynamic", "vocab"):  # left out when unset: files read the same as before they existed
+            if not d[key]:
+                del d[key]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
-        return cls(**{**d, "shape": tuple(d["shape"])})
+        return cls(**{**d, "shape": tuple(d["shape"]), "dynamic": tuple(d.get("dynamic", ()))})
 
     def with_shape(self, shape: tuple[int, ...]) -> "InputSpec":
         return replace(self, shape=tuple(shape))
