@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= onnx,openvino,serve,search,shrink,grpc,pretrained,ray,text,dev
+EXTRAS ?= onnx,openvino,serve,search,shrink,grpc,pretrained,ray,text,lm,dev
 STAMP := $(VENV)/.effstack-installed
 
 .PHONY: install demo test results bench-overhead clean

@@ -1,11 +1,13 @@
-"""``effstack index build|add|remove|query|info``: a similarity index of an image collection.
+"""``effstack index build|add|remove|query|info``: a similarity index of an image collection or of texts.
 
 'build' embeds every image under --images with MODEL, or a ladder bundle folder run with its own engine,
 precision and threads (default layer: the pooled features before the classifier) and writes the index to
 --out; run it again after an interruption and it carries on where it stopped (images already indexed are
 skipped). --images may also be a photos: spec (real photographs and their edited copies, written into
-INDEX/photos/). An INT8 build calibrates on a sample of the images it indexes, or of --calibration. The
-other actions load the model the index records.
+INDEX/photos/). With --texts FILE|DIR|builtin and a text encoder as MODEL (all-minilm-l6-v2 or a Hugging Face
+folder) it builds a semantic text index instead, and 'query INDEX "some words"' searches it. An INT8 build
+calibrates on a sample of what it indexes, or of --calibration. The other actions load the model the index
+records.
 """
 
 from __future__ import annotations
@@ -24,22 +26,26 @@ from .common import add_model_options, model_spec_from_args
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index", help="build, change and query an image-similarity index",
+    p = sub.add_parser("index", help="build, change and query an image- or text-similarity index",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
-    b = isub.add_parser("build", help="embed a folder of images into a new (or interrupted) index")
+    b = isub.add_parser("build", help="embed a folder of images (or texts) into a new (or interrupted) index")
     add_model_options(b)
-    b.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively), or a "
-                   "photos: spec such as 'photos:all?n=16' (its variants are written into INDEX/photos/)")
+    what = b.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", metavar="DIR", help="folder of images (searched recursively), or a "
+                      "photos: spec such as 'photos:all?n=16' (its variants are written into INDEX/photos/)")
+    what.add_argument("--texts", metavar="FILE|DIR|builtin", help="texts for a text encoder MODEL: a .txt/.md file "
+                      "(one text per paragraph), a .jsonl file ('text' fields), a folder of those, or 'builtin' "
+                      "(the Python standard library's reference prose and docstrings)")
     b.add_argument("--out", required=True, metavar="INDEX", help="the index folder to write")
     b.add_argument("--layer", help="layer to embed from (default: pooled features before the classifier; "
                    "'output': the model's output)")
     b.add_argument("--kind", choices=["flat", "hnsw", "ivf", "ivfpq"],
                    help="pin the index kind (default: chosen by size)")
     b.add_argument("--recall-target", type=float, default=0.95, help="recall@10 an approximate index is tuned to")
-    b.add_argument("--calibration", metavar="IMAGES", help="INT8 calibration images: a folder or a photos: spec "
-                   "(default: the images being indexed)")
+    b.add_argument("--calibration", metavar="IMAGES", help="INT8 calibration images: a folder or a photos: spec; "
+                   "with --texts, texts as --texts takes them (default: a sample of what is being indexed)")
     b.add_argument("--calibration-samples", type=int, metavar="N",  # default: search.sources.CALIBRATION_SAMPLES
                    help="images INT8 calibration takes, spread evenly over them (default 32)")
     b.add_argument("--knob", action="append", metavar="KEY=VALUE", help="an engine setting, recorded in the index "
@@ -62,10 +68,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("ids", nargs="+", metavar="ID")
     r.set_defaults(func=cmd_remove)
 
-    q = isub.add_parser("query", help="the images nearest an image (or a stored id)")
+    q = isub.add_parser("query", help="the images (or texts) nearest an image, a text or a stored id")
     q.add_argument("index", metavar="INDEX")
-    q.add_argument("image", nargs="?", metavar="IMAGE", help="the query image file")
-    q.add_argument("--id", help="search by a stored image's id instead of an image file")
+    q.add_argument("image", nargs="?", metavar="IMAGE|TEXT", help="the query image file; for a text index, the "
+                   "query text")
+    q.add_argument("--id", help="search by a stored item's id instead")
+    q.add_argument("--model", help="text index: embed the query with this model (it must be the one that built "
+                   "the index; default: the model the index records)")
     q.add_argument("-k", type=int, default=10, help="neighbours to return (default 10)")
     q.add_argument("--json", metavar="PATH", help="write the hits as JSON ('-': standard output)")
     _add_run_options(q)
@@ -99,15 +108,15 @@ def _add_run_options(p: argparse.ArgumentParser, default_engine: str | None = No
     p.add_argument("--engine", default=default_engine, help="engine computing embeddings (default auto)")
     p.add_argument("--precision", help="fp32 or int8 (default fp32, or what the index was built with)")
     p.add_argument("--threads", type=int, help="compute threads (default: all cores)")
-    p.add_argument("--batch", type=int, default=32, help="images per engine call (default 32)")
+    p.add_argument("--batch", type=int, default=32, help="images (or texts) per engine call (default 32)")
 
 
-def _progress(total: int) -> Any:
+def _progress(total: int, unit: str = "img") -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rich.console import Console
 
-    return Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed} img/s"),
+    return Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn(f"{{task.speed}} {unit}/s"),
                     TimeRemainingColumn(), console=Console(stderr=True), transient=False,
                     disable=not sys.stderr.isatty() or total == 0)
 
@@ -146,6 +155,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..search import Index, list_images, load_embedder
     from ..search.sources import CALIBRATION_SAMPLES, PHOTOS_FOLDER, Calibration, is_photos, write_photos
 
+    if args.texts is not None:
+        return _build_texts(args)
     if args.ray:
         from ..deploy.cluster import require_ray
 
@@ -187,6 +198,69 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_texts(index: Any, embedder: Any, ids: list[str], texts: list[str]) -> int:
+    """Embed and add texts (the text stored as each entry's path) a window at a time, each window acknowledged
+    when added; returns the number added."""
+    added = 0
+    with _progress(len(texts), "texts") as bar:
+        task = bar.add_task("embed", total=len(texts))
+        for chunk_ids, chunk, vectors in embedder.embed_windows(ids, texts):
+            added += index.add(chunk_ids, vectors, chunk)
+            bar.update(task, completed=added)
+    return added
+
+
+def _build_texts(args: argparse.Namespace) -> int:
+    """``index build MODEL --texts SOURCE``: a text index (ids are the texts' positions in the corpus)."""
+    from ..errors import ConfigError
+    from ..search import Index
+    from ..search.sources import CALIBRATION_SAMPLES
+    from ..search.text import BUILTIN, load_corpus, load_text_embedder
+
+    for flag, given in (("--layer", args.layer), ("--ray", args.ray), ("--actors", args.actors)):
+        if given:
+            raise ConfigError(f"{flag} is for image indexes; leave it out with --texts")
+    out = Path(args.out).expanduser()
+    corpus = load_corpus(args.texts)  # a wrong path fails before the model loads
+    samples = CALIBRATION_SAMPLES if args.calibration_samples is None else args.calibration_samples
+    if samples < 1:
+        raise ConfigError(f"--calibration-samples must be at least 1, got {samples}")
+    source = args.calibration or args.texts
+    calibration = {"source": source if source == BUILTIN else str(Path(source).expanduser().resolve()),
+                   "samples": samples}
+    embedder = load_text_embedder(model_spec_from_args(args), args.engine, args.precision, args.threads, args.batch,
+                                  calibration if args.precision == "int8" else None,
+                                  _engine_knobs(args.knob, args.engine))
+    data = {**corpus.describe(), "ids": "position"}
+    try:
+        if (out / "manifest.json").exists():
+            index = Index.open(out, writable=True, fingerprint=embedder.fingerprint)
+            if index.data.get("fingerprint") != corpus.fingerprint:
+                index.close(checkpoint=False)
+                raise ConfigError(f"{str(out)!r} was built from other texts ({index.data.get('source', '?')}, "
+                                  f"fingerprint {index.data.get('fingerprint', '?')}); give the same --texts to "
+                                  "resume, or a new --out")
+            print(f"resuming {out}: {len(index)} texts already indexed")
+        else:
+            index = Index.create(out, embedder.describe(), embedder.dim, args.kind, args.recall_target, data=data)
+        with index:
+            ids = [str(i) for i in range(len(corpus))]
+            todo = [i for i, name in enumerate(ids) if name not in index]
+            t0 = time.perf_counter()
+            added = index_texts(index, embedder, [ids[i] for i in todo], [corpus.texts[i] for i in todo])
+            seconds = time.perf_counter() - t0
+            index.checkpoint()
+            rate = added / seconds if seconds > 0 else 0.0
+            print(f"indexed {added} texts in {seconds:.1f} s ({rate:.1f} texts/s, {embedder.padding_share:.0%} of "
+                  f"tokens run were padding); {len(ids) - len(todo)} already there")
+            info = index.info()
+            print(f"index {info['path']}: {info['count']} texts of {corpus.source} (fingerprint "
+                  f"{corpus.fingerprint}), {info['kind']}, {info['dim']} values per text")
+    finally:
+        embedder.close()
+    return 0
+
+
 @contextlib.contextmanager
 def _spread(args: argparse.Namespace, embedder: Any, load_args: dict[str, Any]) -> Iterator[Any]:
     """What embeds the images: the embedder itself, or with --ray Ray Data actors on a local cluster."""
@@ -220,6 +294,20 @@ def _embedder_for(index: Any, args: argparse.Namespace) -> Any:
     from ..search.embed import embedder_from_manifest
     from ..search.sources import index_sample
 
+    if index.modality == "text":
+        from ..search.text import check_same_model, load_text_embedder, text_embedder_from_manifest
+
+        if getattr(args, "model", None) is None:
+            return text_embedder_from_manifest(index.model, index.dim, args.engine or "auto", args.precision,
+                                               args.threads, args.batch)
+        emb = load_text_embedder(args.model, args.engine or "auto", args.precision, args.threads, args.batch)
+        try:
+            check_same_model(index.model, index.dim, emb, f"--model {args.model!r}")
+        except BaseException:
+            emb.close()
+            raise
+        return emb
+
     return embedder_from_manifest(index.model, args.engine or "auto", args.precision, args.threads, args.batch,
                                   index_sample(index))
 
@@ -244,6 +332,9 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     items = _expand(args.images)
     with Index.open(args.index, writable=True) as index:
+        if index.modality == "text":
+            raise InputError(f"{args.index!r} is a text index; add texts through the search service (POST "
+                             "/search/texts), or rebuild it with 'effstack index build MODEL --texts ...'")
         embedder = _embedder_for(index, args)
         try:
             t0 = time.perf_counter()
@@ -269,10 +360,16 @@ def cmd_query(args: argparse.Namespace) -> int:
     from ..search import Index
 
     if (args.image is None) == (args.id is None):
-        raise InputError("give either a query IMAGE or --id ID, not both or neither")
+        raise InputError("give either a query IMAGE (a TEXT for a text index) or --id ID, not both or neither")
     if args.k < 1:
         raise InputError(f"-k must be at least 1, got {args.k}")
     index = Index.open(args.index)
+    if args.model is not None and index.modality != "text":
+        raise InputError("--model is for text indexes; an image index is queried with the model it records")
+    if index.modality == "text" and args.image is not None:
+        from ..search.text import check_query_text
+
+        check_query_text(args.image)  # before the model loads
     t0 = time.perf_counter()
     if args.id is not None:
         hits = index.search_id(args.id, args.k)
@@ -281,7 +378,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         embedder = _embedder_for(index, args)
         try:
             t0 = time.perf_counter()
-            q = embedder.embed_images([Path(args.image).expanduser()])
+            if index.modality == "text":
+                q = embedder.embed_texts([args.image])
+            else:
+                q = embedder.embed_images([Path(args.image).expanduser()])
             embed_ms = (time.perf_counter() - t0) * 1e3
             hits = index.search(q, args.k)[0]
         finally:
@@ -293,8 +393,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
         return 0
     for rank, h in enumerate(hits, 1):
-        print(f"{rank:3d}  {h.score:7.4f}  {h.id}  {h.path}")
-    print(f"{len(hits)} hits in {total_ms:.1f} ms (decode + embed {embed_ms:.1f} ms)")
+        shown = h.path if len(h.path) <= 200 or index.modality != "text" else h.path[:199] + "…"
+        print(f"{rank:3d}  {h.score:7.4f}  {h.id}  {shown}")
+    step = "tokenize + embed" if index.modality == "text" else "decode + embed"
+    print(f"{len(hits)} hits in {total_ms:.1f} ms ({step} {embed_ms:.1f} ms)")
     if args.json:
         from ..report.jsonio import atomic_write_text
 

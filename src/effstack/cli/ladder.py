@@ -44,7 +44,11 @@ def add_ladder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="evaluation data: an .npz (x, y) or an image folder (default: synthetic "
                                   "inputs, accuracy = agreement with fp32)")
     p.add_argument("--train-data", help="training inputs for pruning and distillation, labels optional (.npz, image folder or a data spec)")
-    p.add_argument("--student", help="a smaller model to distil into (a spec, like --model)")
+    p.add_argument("--student", help="a smaller model to distil into (a spec, like --model); for a text model the "
+                                     "student's number of layers (default: half the teacher's)")
+    p.add_argument("--seq-len", type=int, help="text models: every text is truncated and padded to "
+                   "this many tokens, the length speed is measured at (default 128, or the model's maximum); --data is then a .txt, .md or "
+                   ".jsonl file of texts (default: the built-in corpus)")
     p.add_argument("--student-size", type=int, help="the side the student runs at (default: its own; it takes "
                    "the teacher's inputs and resizes them inside the model)")
     p.add_argument("--unlabelled", help="more unlabelled inputs for distillation and pruning's fine-tuning, "
@@ -127,7 +131,12 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     budget = budget_from_args(args)
     model = load_model(model_spec_from_args(args))
     data = None
-    if args.data:
+    if "text" in model.meta:  # texts in: tokenised and split into held-out evaluation and training texts
+        from ..text.data import ladder_data
+
+        data, text_set = ladder_data(model, args.data, seq_len=args.seq_len)
+        args.seq_len = text_set.seq_len
+    elif args.data:
         ev = load_data(args.data, model.input)
         train = load_data(args.train_data, model.input) if args.train_data else None
         extra = load_data(args.unlabelled, model.input)[0] if args.unlabelled else None
@@ -144,10 +153,11 @@ def cmd_ladder(args: argparse.Namespace) -> int:
                         distill_epochs=args.distill_epochs, student_size=args.student_size,
                         prune_ratio=args.prune_ratio)
     write_outputs(result, args)
-    if args.task == "embedding":
+    if args.task == "embedding" or "text" in model.meta:
         from ..ladder.workbench import metric_name
 
-        print(f"accuracy: {metric_name(args.task, False)}")
+        print(f"accuracy: {metric_name('embedding', False)}"
+              + (f"; speed at {args.seq_len} tokens a text" if "text" in model.meta else ""))
     if result.infeasible:
         import sys
 

@@ -12,6 +12,7 @@ from ..errors import EffstackError, one_line
 from . import bench as bench_cmd
 from . import cascade as cascade_cmd
 from . import deploy as deploy_cmd
+from . import generate as generate_cmd
 from . import index as index_cmd
 from . import info as info_cmd
 from . import ladder as ladder_cmd
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cmd.add_parser(sub)
     cascade_cmd.add_parsers(sub)
     deploy_cmd.add_parsers(sub)
+    generate_cmd.add_parsers(sub)
     index_cmd.add_parsers(sub)
     info_cmd.add_parsers(sub)
     ladder_cmd.add_parsers(sub)

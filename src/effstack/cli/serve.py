@@ -15,6 +15,7 @@ from .common import add_model_options, parse_knobs
 _SERVING_FLAGS = {
     "engine": "engine", "precision": "precision", "max_batch": "max_batch", "instances": "instances",
     "threads": "threads", "queue_capacity": "queue_capacity", "priority_levels": "priority_levels",
+    "length_buckets": "length_buckets",
 }
 _DURATION_FLAGS = {"latency_budget": "latency_budget_ms", "max_queue_delay": "max_queue_delay_ms",
                    "timeout": "timeout_ms", "inline_below": "inline_below_ms"}
@@ -30,6 +31,18 @@ def _instances(text: str) -> int | str:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number of instances or 'auto', got {text!r}")
     return n
+
+
+def _length_buckets(text: str) -> list[int] | str:
+    if text in ("auto", "off"):
+        return text
+    try:
+        edges = [int(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        edges = []
+    if not edges or min(edges) < 1:
+        raise argparse.ArgumentTypeError(f"expected auto, off or token counts like 16,32,64,128,256; got {text!r}")
+    return edges
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +70,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inline-below", metavar="DURATION",
                    help="run batches predicted faster than this on the event loop, not a thread "
                    "(default 0.1ms; 0: never)")
+    p.add_argument("--length-buckets", type=_length_buckets, metavar="auto|off|N,N,...",
+                   help="text models: batch only requests of similar length, by these token-count edges "
+                   "(default auto: 16, 32, 64, ... up to the max length; off: one FIFO queue, each batch padded "
+                   "to its longest text)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--grpc-port", type=int, metavar="PORT",
@@ -181,7 +198,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         print(f"opening index {args.index} ...", flush=True)
         extensions.append(SearchService.open(args.index, args.engine or "auto", threads=args.threads))
-        print(f"  {len(extensions[0].index)} images; search page on http://{args.host}:{args.port}/search")
+        index = extensions[0].index
+        print(f"  {len(index)} {index.modality}s; search page on http://{args.host}:{args.port}/search")
     repository = ModelRepository(configs, runners=runners)
     metrics, grpc = _grpc(repository, options, args.grpc_port)
     print(f"serving on http://{args.host}:{args.port}/v2 (Ctrl-C to stop)", flush=True)

@@ -66,6 +66,9 @@ class Calibration:
         chunk_bytes: activation bytes held at once while calibrating (the samples run in chunks this big).
         methods: the methods whose statistics the float pass collects (a method asked for later that is
             not among them costs a second pass); histograms cost time, so a min-max-only user can skip them.
+        op_types: quantize (and calibrate) only these ONNX op types (None: every op the quantizer knows).
+            Transformers pass ``("MatMul", "Gemm")``: their attention-mask Add carries float32's lowest
+            value, which no int8 range holds (and whose histogram cannot even be binned).
 
     Raises:
         InputError: no samples, or samples whose shape does not fit the model.
@@ -73,7 +76,7 @@ class Calibration:
 
     def __init__(self, model: LoadedModel, samples: np.ndarray, per_channel: bool = True,
                  reduce_range: bool = False, *, chunk_bytes: int = CHUNK_BYTES,
-                 methods: tuple[str, ...] = METHODS):
+                 methods: tuple[str, ...] = METHODS, op_types: tuple[str, ...] | None = None):
         if samples is None or len(samples) == 0:
             raise InputError("no calibration data: pass at least one sample (or use a synthetic set)")
         self.model = model
@@ -82,9 +85,10 @@ class Calibration:
         self.chunk_bytes = max(1, int(chunk_bytes))
         self.methods = tuple(m for m in METHODS if m in methods)
         self.chunk_size = 0  # samples a chunk, set by the float pass
+        self.op_types = tuple(op_types) if op_types else None
         # the chunk budget is in the key: entropy/percentile histograms depend on how the samples are chunked
         self.key = hash_text(model.fingerprint, hash_arrays([self.samples]), self.per_channel, self.reduce_range,
-                             self.chunk_bytes, GRAPH_PASSES)
+                             self.chunk_bytes, GRAPH_PASSES, *([self.op_types] if self.op_types else []))
         self.folder = cache_dir("quantize") / f"{safe_name(model.name)}-{model.fingerprint}"
         self.float_path = self._preprocess()
         self.layers = compute_layers(self.float_path)
@@ -96,9 +100,9 @@ class Calibration:
     # -- the float model, pre-processed once ---------------------------------------------------------
 
     def _preprocess(self) -> Path:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
         import onnx
+
+        from ..engines.onnxruntime import pre_process
 
         from ..export.graph import fold_pads
 
@@ -109,7 +113,7 @@ class Calibration:
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_file(out) as tmp:
             try:  # shape inference + fusions let the quantizer place QDQ pairs the fusions can absorb
-                quant_pre_process(str(src), str(tmp))
+                pre_process(self.model, src, tmp)
             except Exception:  # an optimisation only: quantize the raw graph if it fails
                 tmp.write_bytes(Path(src).read_bytes())
             graph = onnx.load(str(tmp))
@@ -138,7 +142,7 @@ class Calibration:
                 if m != "minmax":
                     stats[m] = HistogramCollector(method=m, scenario="same", **_HISTOGRAM_OPTIONS[m])
             with tempfile.TemporaryDirectory(prefix="effstack-calib-") as tmp:
-                cal = HistogramCalibrater(str(self.float_path), None, str(Path(tmp) / "augmented.onnx"))
+                cal = HistogramCalibrater(str(self.float_path), list(self.op_types or []) or None, str(Path(tmp) / "augmented.onnx"))
                 cal.augment_graph()
                 cal.create_inference_session()
                 sess = cal.infer_session
@@ -279,6 +283,7 @@ class Calibration:
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=kind,
                         nodes_to_exclude=list(exclude) or None, nodes_to_quantize=list(sel) if sel else None,
                         calibration_cache_path=str(ranges),
+                        op_types_to_quantize=list(self.op_types) if self.op_types else None,
                     )
             except Exception as exc:
                 raise EngineError(f"INT8 quantization of {self.model.name!r} failed: {one_line(exc, 200)}") from None

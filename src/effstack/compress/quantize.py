@@ -32,7 +32,7 @@ import numpy as np
 
 from ..engines.base import SessionOptions, run_batches
 from ..errors import ConfigError, EffstackError, InputError
-from ..evaluate.accuracy import check_labels, parse_max_drop, score, snr_db
+from ..evaluate.accuracy import check_labels, cosine_similarity, parse_max_drop, score, snr_db
 from .calibrate import METHODS, Calibration
 from .guard import Measure, float_configs, float_layers, offline_measure, speed_verdict
 from .sensitivity import LayerSensitivity, layer_sensitivity, run_onnx
@@ -44,6 +44,12 @@ __all__ = ["ENGINES", "TASKS", "QuantizeConfig", "QuantizeResult", "quantize"]
 
 ENGINES = ("onnxruntime", "openvino")
 TASKS = ("classification", "embedding")
+TRANSFORMER_OPS = ("MatMul", "Gemm")  # what a transformer's INT8 build quantizes (see Calibration's op_types)
+
+
+def is_transformer(model: Any) -> bool:
+    """Whether ``model`` takes token ids (a text encoder): then only its matrix products are quantized."""
+    return getattr(getattr(model, "input", None), "vocab", None) is not None or "text" in getattr(model, "meta", {})
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class QuantizeConfig:
     fallback: keep sensitive layers float when needed (at most ``max_float_layers``; None: any).
     sensitivity_samples: inputs the per-layer sensitivity pass runs on (one run per compute layer, so a
     big model's pass costs layers x samples inferences; 64 ranks layers as well as 256 does in practice).
+    min_cosine: embeddings only: a build also needs this mean cosine similarity to the fp32 embeddings of
+    the same inputs (None: recall@10 alone decides), e.g. 0.99 for a text encoder.
     qat_epochs: when no post-training build passes and training data is given, fine-tune this many
     epochs with simulated INT8 (0: never).
     synthetic: calibrate on synthetic inputs when no data is given. bench_seconds/bench_repeats: the
@@ -89,6 +97,7 @@ class QuantizeConfig:
     reduce_range: bool | None = None
     qat_epochs: int = 3
     seed: int = 0
+    min_cosine: float | None = None
 
     def __post_init__(self) -> None:
         from ..engines import canonical
@@ -111,6 +120,8 @@ class QuantizeConfig:
                 raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
         if isinstance(self.qat_epochs, bool) or int(self.qat_epochs) < 0:
             raise ConfigError(f"qat_epochs must be non-negative (0: no QAT), got {self.qat_epochs}")
+        if self.min_cosine is not None and not -1.0 <= float(self.min_cosine) <= 1.0:
+            raise ConfigError(f"min_cosine must be between -1 and 1 (or None), got {self.min_cosine}")
         if self.max_float_layers is not None and self.max_float_layers < 0:
             raise ConfigError(f"max_float_layers must be non-negative, got {self.max_float_layers}")
 
@@ -273,18 +284,23 @@ def quantize(model: LoadedModel, config: QuantizeConfig | None = None, data: Any
     res = QuantizeResult(False, "", config, score.metric, score.baseline, allowed_drop=allowed)
     reduce = (not has_int8_dot_product()) if config.reduce_range is None else config.reduce_range
     methods = [config.method] + ([m for m in METHODS if m != config.method] if config.try_methods else [])
-    cal = Calibration(model, calib, config.per_channel, reduce, methods=tuple(methods))
+    op_types = TRANSFORMER_OPS if is_transformer(model) else None
+    cal = Calibration(model, calib, config.per_channel, reduce, methods=tuple(methods), op_types=op_types)
 
     def attempt(method: str, exclude: tuple[str, ...], source: Calibration | None = None) -> bool:
         path = (source or cal).build(method, exclude)
         with _load(engine, model, config, path=path) as s:
             out = run_batches(s, x)
         got = score(out)
+        cos = cosine_similarity(out, ref) if config.task == "embedding" else None
         row = {"method": method if source is None else f"qat+{method}", "kept_float": list(exclude),
                "score": round(got, 3), "drop": round(score.baseline - got, 3), "snr_db": round(snr_db(out, ref), 2),
                "seconds": round(time.perf_counter() - t0, 2)}
+        if cos is not None:
+            row["cosine"] = round(cos, 5)
         res.attempts.append(row)
-        ok = score.baseline - got <= allowed + 1e-9
+        ok = score.baseline - got <= allowed + 1e-9 and (config.min_cosine is None or cos is None
+                                                           or cos >= config.min_cosine)
         if ok or res.int8_score is None or got > res.int8_score:
             res.int8_score, res.drop, res.method, res.kept_float = got, row["drop"], row["method"], list(exclude)
             res.candidate_path = path
@@ -316,11 +332,13 @@ def quantize(model: LoadedModel, config: QuantizeConfig | None = None, data: Any
         if ref.ndim == 2:  # labels outside the model's classes: a one-line error, not a torch crash
             check_labels(train[1], len(train[0]), ref.shape[1])
         tuned = qat_finetune(model, train[0], train[1], config.qat_epochs, reduce_range=reduce, seed=config.seed)
-        qat_cal = Calibration(tuned, calib, config.per_channel, reduce, methods=(config.method,))
+        qat_cal = Calibration(tuned, calib, config.per_channel, reduce, methods=(config.method,), op_types=op_types)
         passed = attempt(config.method, (), qat_cal)
     if not passed:
+        floor = f" and mean cosine >= {config.min_cosine:g}" if config.min_cosine is not None \
+            and config.task == "embedding" else ""
         res.reason = (f"no INT8 build kept {score.metric} within {allowed:.2f} points of fp32 "
-                      f"({score.baseline:.2f}); best drop {res.drop:.2f} with {res.method}")
+                      f"({score.baseline:.2f}){floor}; best drop {res.drop:.2f} with {res.method}")
         res.seconds = time.perf_counter() - t0
         return res
     if config.speed_check:

@@ -237,9 +237,13 @@ def summarize_precision(counts: dict[str, int]) -> str:
 
 
 def calibration_batches(model: "LoadedModel", options: SessionOptions, n: int = 16) -> list[np.ndarray]:
-    """The calibration batches to use: the user's, else ``n`` deterministic synthetic single samples."""
+    """The calibration batches to use: the user's, else ``n`` deterministic synthetic single samples.
+
+    Float batches become float32; integer ones (token ids) keep the model's integer dtype. Batches may
+    differ in length along a dynamic axis (every engine here calibrates batch by batch)."""
     if options.calibration is not None:
-        batches = [np.ascontiguousarray(b, dtype=np.float32) for b in options.calibration]
+        dtype = np.dtype(model.input.dtype) if np.dtype(model.input.dtype).kind in "iu" else np.float32
+        batches = [np.ascontiguousarray(b, dtype=dtype) for b in options.calibration]
         if not batches:
             raise ConfigError("calibration data is empty; pass at least one batch or leave it unset")
         return batches

@@ -267,6 +267,18 @@ class _Reader:
         self.i = 0
 
 
+def pre_process(model: "LoadedModel", src: Path | str, dst: Path | str) -> None:
+    """ONNX Runtime's ``quant_pre_process`` (shape inference + fusions) of ``src`` into ``dst``.
+
+    Its symbolic shape inference gives up on a graph with a dynamic sample axis (a text model's sequence) and,
+    giving up, saves a debug copy (``sym_shape_infer_temp.onnx`` plus a uuid-named ``.data`` file) into the
+    process's working directory, so for such models it is skipped: ONNX's own shape inference still runs.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=bool(model.input.dynamic))
+
+
 def quantize_onnx(model: "LoadedModel", src: Path, options: SessionOptions, knobs: dict[str, Any]) -> Path:
     """Static QDQ int8 quantization of ``src``, cached by model, settings and calibration data.
 
@@ -275,11 +287,11 @@ def quantize_onnx(model: "LoadedModel", src: Path, options: SessionOptions, knob
     """
     ort = require("onnxruntime")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     batches = calibration_batches(model, options)
     settings = {k: knobs[k] for k in _INT8_KNOBS}
-    key = hash_text(model.fingerprint, sorted(settings.items()), ort.__version__, hash_arrays(batches))
+    key = hash_text(model.fingerprint, sorted(settings.items()), ort.__version__, hash_arrays(batches),
+                    *(["matmul-only"] if model.input.vocab is not None else []))
     out = cache_dir("onnxruntime") / f"{safe_name(model.name)}-{model.fingerprint}-int8-{key}.onnx"
     if out.is_file():
         return out
@@ -287,7 +299,7 @@ def quantize_onnx(model: "LoadedModel", src: Path, options: SessionOptions, knob
         pre = tmp.with_name(tmp.stem + "-pre.onnx")
         try:
             try:  # shape inference + fusions let the quantizer place QDQ pairs the fusions can absorb
-                quant_pre_process(str(src), str(pre))
+                pre_process(model, src, pre)
                 source = pre
             except Exception:  # pre-processing is an optimisation; quantize the raw graph if it fails
                 source = src
@@ -300,6 +312,8 @@ def quantize_onnx(model: "LoadedModel", src: Path, options: SessionOptions, knob
                     activation_type=getattr(QuantType, _ACTIVATIONS[knobs["activations"]]),
                     weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, _CALIBRATION[knobs["calibration"]]),
+                    # a text encoder: only its matrix products (its mask Add holds float32's lowest value)
+                    op_types_to_quantize=["MatMul", "Gemm"] if model.input.vocab is not None else None,
                 )
         except Exception as exc:
             raise EngineError(

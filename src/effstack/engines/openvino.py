@@ -361,8 +361,10 @@ def quantize_ir(model: "LoadedModel", xml: Path, options: SessionOptions, knobs:
     samples = list(iter_samples(calibration_batches(model, options)))  # NNCF counts subset_size in samples
     knobs["subset_size"] = subset = min(knobs["subset_size"], len(samples))  # record what was really used
     keep, bias = knobs.get("keep_float"), knobs.get("bias_correction", "fast")
+    transformer = model.input.vocab is not None or "text" in model.meta  # token ids in: a text encoder
     key = hash_text(model.fingerprint, knobs["preset"], knobs["overflow_fix"], subset, hash_arrays(samples),
-                    nncf.__version__, ov.__version__, *([keep] if keep else []), *([bias] if bias != "fast" else []))
+                    nncf.__version__, ov.__version__, *([keep] if keep else []), *([bias] if bias != "fast" else []),
+                    *(["transformer"] if transformer else []))
     out = cache_dir("openvino") / f"{safe_name(model.name)}-{model.fingerprint}-int8-{key}.xml"
     if out.is_file() and out.with_suffix(".bin").is_file():
         return out
@@ -375,7 +377,8 @@ def quantize_ir(model: "LoadedModel", xml: Path, options: SessionOptions, knobs:
             preset=preset[knobs["preset"]],
             subset_size=subset,
             fast_bias_correction=bias == "fast",
-            model_type=None,
+            # NNCF's transformer scheme: keeps the attention softmax/mask path and LayerNorm float, SmoothQuant
+            model_type=nncf.ModelType.TRANSFORMER if transformer else None,
             ignored_scope=_float_scope(nncf, fp32, keep),
             advanced_parameters=nncf.AdvancedQuantizationParameters(
                 overflow_fix=getattr(nncf.OverflowFix, _OVERFLOW[knobs["overflow_fix"]])

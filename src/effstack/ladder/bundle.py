@@ -8,6 +8,9 @@
       model.onnx      the chosen artifact (an INT8 build is a QDQ ONNX file; a torch rung is model.ts)
       ladder.json     every rung's measurements (the same JSON ``effstack ladder --json`` writes)
       report.html     the self-contained report
+      tokenizer.json  text models only: the tokenizer the server runs (serving.json's ``text`` points at it,
+                      the manifest's ``text`` holds the max length and pad id), so the bundle serves texts
+                      without the model's original folder
 
 The folder is built next to its destination and swapped in at the end, so a reader never sees half a
 bundle, and a failed write leaves the previous bundle as it was. :func:`read_bundle` checks every file
@@ -74,6 +77,28 @@ def _write_artifact(variant: Variant, engine: str, folder: Path) -> str:
     return "model.onnx"
 
 
+TOKENIZER_FILES = ("tokenizer.json",)  # what TextTokenizer reads; the rest of a Hugging Face folder is not needed
+
+
+def _text_model(variant: Variant) -> Any:
+    """The loaded text model behind a variant (an INT8 build: its float parent's), or None for other models."""
+    for v in (variant, variant.float_parent):
+        model = getattr(v, "model", None)
+        if isinstance(getattr(model, "meta", None), dict) and model.meta.get("text"):
+            return model
+    return None
+
+
+def _write_tokenizer(info: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Copy a text model's tokenizer into the bundle; returns the serving config's ``text`` setting."""
+    src = Path(info["folder"])
+    for fname in TOKENIZER_FILES:
+        if not (src / fname).is_file():
+            raise ArtifactError(f"the text model's {fname} is missing from {str(src)!r}; cannot bundle its tokenizer")
+        shutil.copyfile(src / fname, folder / fname)
+    return {"tokenizer": ".", "max_length": int(info["max_length"]), "pad_id": int(info.get("pad_id", 0))}
+
+
 def write_bundle(result: LadderResult, out: str | Path, *, name: str | None = None, overwrite: bool = True,
                  report_html: str | None = None) -> Path:
     """Write the ladder's chosen configuration as a servable bundle at ``out``; returns the folder.
@@ -94,19 +119,29 @@ def write_bundle(result: LadderResult, out: str | Path, *, name: str | None = No
     final = result.final
     if result.infeasible or final is None or final.config is None or final.status != KEPT:
         raise ConfigError(f"nothing to bundle: {result.infeasible or 'the ladder kept no configuration'}")
-    variant = result.variants.get(final.variant)
+    # an INT8 build is per engine under one label: the chosen engine's own, when the climb made one for each
+    variant = result.variants.get(f"{final.variant}@{final.config.engine}") or result.variants.get(final.variant)
     if variant is None:
         raise ConfigError(f"the chosen model {final.variant!r} is not in this result; bundle right after the climb")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_bundle(out))):
         raise ConfigError(f"{str(out)!r} exists and is not an effstack bundle; choose an empty or new folder")
     cfg = final.config
     model_name = name or _safe(result.model)
+    text_model = _text_model(variant)
+    text = dict(text_model.meta["text"]) if text_model is not None else None
     with atomic_dir(out) as tmp:  # the previous bundle stays as it was unless the new one is complete
         artifact = _write_artifact(variant, cfg.engine, tmp)
         threads = cfg.threads * cfg.instances if cfg.threads else None
-        serving = ServingConfig(model=artifact, name=model_name, engine=cfg.engine,
+        text_setting = _write_tokenizer(text, tmp) if text else None
+        spec: Any = artifact
+        if text:  # token ids with a dynamic length: the file's input shape alone does not say the max length
+            from ..models.spec import ModelSpec
+
+            spec = ModelSpec(artifact, input=text_model.input)
+        serving = ServingConfig(model=spec, name=model_name, engine=cfg.engine,
                                 precision="fp32" if variant.int8 else cfg.precision, max_batch=cfg.batch,
-                                latency_budget_ms=result.budget.p99_ms, instances=cfg.instances, threads=threads)
+                                latency_budget_ms=result.budget.p99_ms, instances=cfg.instances, threads=threads,
+                                text=text_setting)
         _dump(tmp / "serving.json", serving.to_dict())
         _dump(tmp / "ladder.json", result.to_dict())
         if report_html is None:
@@ -123,6 +158,8 @@ def write_bundle(result: LadderResult, out: str | Path, *, name: str | None = No
             "measured": final.measured.to_dict() if final.measured else None,
             "speedup": final.cumulative_speedup, "budget": result.budget.to_dict(),
             "versions": result.versions, "machine": result.machine,
+            **({"text": {k: text[k] for k in ("max_length", "pad_id", "layers", "hidden") if k in text}
+                | {"tokenizer": "tokenizer.json"}} if text else {}),
             "files": {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()},
         }
         _dump(tmp / "manifest.json", manifest)

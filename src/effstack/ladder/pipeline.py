@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EffstackError, InputError, one_line
+from ..errors import ConfigError, EffstackError, InputError, one_line
 from .core import Budget, Candidate, Rung
 from .runner import Ladder, LadderResult, Shrunk, Variant
 from .workbench import Workbench
@@ -55,9 +55,10 @@ def _variant(model: Any, label: str, **kw: Any) -> Variant:
 
 
 def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float = 300.0, qat_epochs: int = 0,
-                   task: str = "classification") -> Callable[[Variant, Candidate, float], Shrunk]:
+                   task: str = "classification", min_cosine: float | None = None) -> Callable[[Variant, Candidate, float], Shrunk]:
     """The INT8 hook: :func:`effstack.compress.quantize` for the config's engine, within the points left
-    (``task="embedding"``: the guard scores recall@10 of the fp32 neighbours, as the ladder does)."""
+    (``task="embedding"``: the guard scores recall@10 of the fp32 neighbours, as the ladder does, and
+    ``min_cosine`` also asks that much mean cosine agreement with the fp32 embeddings)."""
 
     def quantizer(variant: Variant, config: Candidate, drop_left: float) -> Shrunk:
         from ..compress import QuantizeConfig, quantize
@@ -70,7 +71,7 @@ def make_quantizer(data: LadderData, *, samples: int = 128, time_budget_s: float
         # calibration streams the float pass in chunks and keeps only statistics, so any count fits in memory
         qc = QuantizeConfig(engine=config.engine, max_drop=f"{drop_left:.4f}", samples=min(samples, len(x)),
                             batch=config.batch, threads=config.threads, speed_check=False, qat_epochs=qat_epochs,
-                            time_budget_s=time_budget_s, task=task)
+                            time_budget_s=time_budget_s, task=task, min_cosine=min_cosine)
         try:
             res = quantize(variant.model, qc, (x, y), train=train)
         except EffstackError as exc:
@@ -247,7 +248,8 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
                distill_epochs: int = 10, prune_epochs: int = 3, layout: bool = True,
                student_size: int | None = None, prune_ratio: float = 0.5,
                progress: bool = True, measure: Callable[[Variant, Candidate], Any] | None = None,
-               task: str = "classification") -> LadderResult:
+               task: str = "classification", distiller: Callable[[Variant], Shrunk] | None = None,
+               min_cosine: float | None = None) -> LadderResult:
     """Climb the ladder for ``model`` (a spec string or LoadedModel) under ``budget``.
 
     Without ``data`` the rungs are scored on synthetic image-like inputs (:meth:`InputSpec.image_like`: white
@@ -257,6 +259,13 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
     model whose output is an embedding): every rung is scored as recall@10 of the fp32 baseline's
     neighbours on the evaluation inputs, in points (100: identical), and the INT8 guard scores the same way.
 
+    A text encoder (``meta["text"]``, e.g. ``all-minilm-l6-v2``) is always scored as an embedding model, on
+    token ids (without ``data``: the built-in corpus, :func:`effstack.text.data.ladder_data`, padded to 128
+    tokens, so speed is measured at batch x 128); it is never pruned, and its student (``student``: the
+    number of layers, default half the teacher's) is distilled by :func:`effstack.text.distill.make_text_distiller`.
+    ``distiller`` replaces the distillation hook; ``min_cosine`` (embeddings) is the INT8 guard's floor on
+    the mean cosine agreement with fp32.
+
     Raises:
         ConfigError: the baseline cannot run, or bad settings. InputError: data that does not fit the model.
     """
@@ -264,6 +273,20 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
     from ..models import load_model, recalibrate_batchnorm
 
     loaded = model if hasattr(model, "input") else load_model(model)
+    text = "text" in getattr(loaded, "meta", {})
+    if text:  # token ids in, an embedding out: scored by its neighbours, taught by a student with fewer layers
+        from ..text.data import ladder_data
+        from ..text.distill import make_text_distiller
+
+        task, prune, recalibrate_bn = "embedding", False, False
+        if data is None:
+            data = ladder_data(loaded, eval_count=eval_samples)[0]
+        if distiller is None:
+            if student is not None and not str(student).isdigit():
+                raise ConfigError(f"a text model's student is its number of layers (e.g. 3), got {student!r}")
+            layers = int(student) if student is not None else None
+            # no bar of its own: the ladder's spinner is already live on the console
+            distiller = make_text_distiller(data, layers=layers, epochs=distill_epochs)
     if data is None:
         x = loaded.input.image_like(eval_samples, seed=11)
         data = LadderData((x, None))
@@ -284,19 +307,22 @@ def run_ladder(model: Any, *, budget: Budget, data: LadderData | None = None, st
     bench = Workbench(x_eval, y_eval, task=task, seconds=seconds,
                       calibration=data.train[0] if data.train is not None else None)
     missing = _missing_engines(list(engines))
+    if text:
+        missing["prune"] = "structural channel pruning is for convolutional models; a text encoder shrinks by distillation"
     if data.train is None:
         missing.setdefault("prune", "pruning needs training inputs to fine-tune on (labels optional); pass --train-data")
     ladder = Ladder(
         _variant(loaded, loaded.name), budget, measure or bench.measure, engines=engines, precisions=precisions,
         int8_engines=tuple(e for e in ("onnxruntime", "openvino") if e in engines),
-        quantizer=make_quantizer(data, task=task),
+        quantizer=make_quantizer(data, task=task, min_cosine=min_cosine),
         pruner=make_pruner(data, flops_ratio=prune_ratio, epochs=prune_epochs, fine_tune=not recalibrate_bn
                            and _has_trained_weights(loaded)) if prune and data.train else None,
-        distiller=make_distiller(data, student, epochs=distill_epochs, student_size=student_size)
-        if student is not None else None,
+        distiller=distiller or (make_distiller(data, student, epochs=distill_epochs, student_size=student_size)
+                                if student is not None else None),
         layout=make_layout(budget, max_batch=max_batch, seconds=seconds) if layout else None,
         max_batch=max_batch, time_budget_s=time_budget_s,
-        missing={**missing, "distill": "no student model given; pass --student"} if student is None else missing,
+        missing={**missing, "distill": "no student model given; pass --student"}
+        if student is None and distiller is None else missing,
         model_name=loaded.name)
     with _progress(progress) as on_rung:
         ladder.on_rung = on_rung

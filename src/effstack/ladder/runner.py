@@ -177,6 +177,8 @@ class Ladder:
         """Measure once per (variant, config) in a climb; errors become a Measured with ``error``."""
         key = (variant.label, config)
         self.variants.setdefault(variant.label, variant)
+        if variant.engines is not None and len(variant.engines) == 1:  # one INT8 build per engine, same label
+            self.variants.setdefault(f"{variant.label}@{variant.engines[0]}", variant)
         if key not in self._cache:
             t0 = time.perf_counter()
             try:

@@ -1,4 +1,5 @@
-"""Visual search: embeddings from a CNN layer, a crash-safe FAISS index, and its HTTP endpoints.
+"""Visual and semantic text search: embeddings from a CNN layer or a sentence encoder, a crash-safe FAISS
+index, and its HTTP endpoints (see :mod:`.text` for text indexes).
 
 >>> from effstack.search import Index, load_embedder                          # doctest: +SKIP
 >>> emb = load_embedder("resnet50", weights="resnet50.pth")                  # doctest: +SKIP
@@ -10,8 +11,9 @@
 from .embed import Embedder, ImageView, decode_image, embedder_from_manifest, list_images, load_embedder
 from .index import DEFAULT_RECALL_TARGET, Hit, Index, UnknownIdError
 from .sources import Calibration
+from .text import TextSearchEmbedder, load_text_embedder
 from .vectors import KINDS, choose_kind, exact_neighbours, normalize
 
 __all__ = ["DEFAULT_RECALL_TARGET", "KINDS", "Calibration", "Embedder", "Hit", "ImageView", "Index", "UnknownIdError",
            "choose_kind", "decode_image", "embedder_from_manifest", "exact_neighbours", "list_images", "load_embedder",
-           "normalize"]
+           "load_text_embedder", "normalize", "TextSearchEmbedder"]

@@ -38,19 +38,26 @@ _OPEN_RETRIES = 5
 
 
 class UnknownIdError(UserError, LookupError):
-    """No image with that id in the index."""
+    """No image (or text) with that id in the index."""
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One neighbour: the image's id, its cosine similarity to the query, and its path."""
+    """One neighbour: its id, its cosine similarity to the query, and its path (in a text index: the text)."""
 
     id: str
     score: float
     path: str
+    modality: str = "image"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": round(self.score, 6), "path": self.path}
+        """``{"id", "score", "path"}``, or ``{"id", "score", "text"}`` for a hit of a text index."""
+        return {"id": self.id, "score": round(self.score, 6), "text" if self.modality == "text" else "path": self.path}
+
+    @property
+    def text(self) -> str:
+        """The text of a text index's hit (its stored "path")."""
+        return self.path
 
 
 def _describe(model: dict[str, Any]) -> str:
@@ -77,6 +84,7 @@ class Index:
         self.tuning = vec.Tuning.from_dict(manifest.get("tuning", {}))
         self.tuned_at = int(manifest.get("tuned_at", 0))
         self.generation = int(manifest["generation"])
+        self.data: dict[str, Any] = dict(manifest.get("data") or {})  # what the build indexed (a text corpus)
         self._lock = threading.RLock()
         self._writer_lock = lock
         self._n = len(snap.vectors)
@@ -94,7 +102,7 @@ class Index:
 
     @classmethod
     def create(cls, path: str | Path, model: dict[str, Any], dim: int, kind: str | None = None,
-               recall_target: float = DEFAULT_RECALL_TARGET) -> Index:
+               recall_target: float = DEFAULT_RECALL_TARGET, data: dict[str, Any] | None = None) -> Index:
         """Make an empty index at ``path`` (a new folder) for embeddings of ``dim`` floats from ``model``.
 
         Args:
@@ -102,6 +110,7 @@ class Index:
             kind: pin the index kind (flat, hnsw, ivf, ivfpq); None chooses by size at each checkpoint. An ivf
                 or ivfpq index is exact until it holds enough vectors to train on (:data:`~.vectors.IVFPQ_MIN`).
             recall_target: recall@10 an approximate kind is tuned to reach against exact search.
+            data: what the index is built from, kept in the manifest (a text corpus's source and fingerprint).
 
         Raises:
             ConfigError: ``path`` already holds an index or a file; a bad kind or target; dim < 1.
@@ -124,7 +133,8 @@ class Index:
         faiss_bytes = _serialize(vec.build(kind0, empty)) if kind0 != "flat" else None
         store.write_snapshot(root, 0, Snapshot(empty, [], [], set(), faiss_bytes))
         store.write_manifest(root, {"generation": 0, "model": model, "dim": int(dim), "kind": kind0,
-                                    "pin": kind, "recall_target": recall_target, "count": 0})
+                                    "pin": kind, "recall_target": recall_target, "count": 0,
+                                    **({"data": data} if data else {})})
         return cls.open(root, writable=True)
 
     @classmethod
@@ -188,6 +198,11 @@ class Index:
 
     # --- reading ------------------------------------------------------------------------------------
 
+    @property
+    def modality(self) -> str:
+        """``"text"`` for an index of texts (its model says so; each "path" holds the text), else ``"image"``."""
+        return "text" if self.model.get("modality") == "text" else "image"
+
     def __len__(self) -> int:
         return len(self._row)
 
@@ -214,8 +229,8 @@ class Index:
         try:
             return self._row[image_id]
         except KeyError:
-            raise UnknownIdError(f"no image with id {image_id!r} in index {str(self.root)!r}; list the ids with "
-                                 "'effstack index info --ids'") from None
+            raise UnknownIdError(f"no {self.modality} with id {image_id!r} in index {str(self.root)!r}; list the ids "
+                                 "with 'effstack index info --ids'") from None
 
     def search(self, queries: np.ndarray, k: int = 10, exclude: Sequence[str] = ()) -> list[list[Hit]]:
         """The ``k`` nearest images of each query embedding, best first (queries are normalised here).
@@ -240,8 +255,8 @@ class Index:
             scores, labels = vec.search(self._faiss, q, k + len(skip))
             out = []
             for srow, lrow in zip(scores, labels):
-                hits = [Hit(self._ids[lab], float(s), self._paths[lab]) for s, lab in zip(srow, lrow)
-                        if lab >= 0 and lab not in skip]
+                hits = [Hit(self._ids[lab], float(s), self._paths[lab], self.modality)
+                        for s, lab in zip(srow, lrow) if lab >= 0 and lab not in skip]
                 out.append(hits[:k])
             return out
 
@@ -254,7 +269,8 @@ class Index:
         with self._lock:
             return {"path": str(self.root), "count": len(self._row), "dim": self.dim, "kind": self.kind,
                     "generation": self.generation, "pending_batches": self._pending, "model": self.model,
-                    "recall_target": self.recall_target, "tuning": self.tuning.to_dict()}
+                    "recall_target": self.recall_target, "tuning": self.tuning.to_dict(),
+                    "modality": self.modality, **({"data": self.data} if self.data else {})}
 
     # --- changing -----------------------------------------------------------------------------------
 
@@ -352,7 +368,8 @@ class Index:
             store.write_manifest(self.root, {
                 "generation": g, "model": self.model, "dim": self.dim, "kind": self.kind,
                 "pin": self.pin, "recall_target": self.recall_target, "count": alive,
-                "tuning": self.tuning.to_dict(), "tuned_at": self.tuned_at})
+                "tuning": self.tuning.to_dict(), "tuned_at": self.tuned_at,
+                **({"data": self.data} if self.data else {})})
             wal.close()
             self.generation, self._pending = g, 0
             self._wal = store.WalWriter(self.root, g, 0)

@@ -1,4 +1,5 @@
-"""The search page ``effstack serve --index`` serves at ``/search``: one self-contained HTML file, no assets."""
+"""The search pages ``effstack serve --index`` serves at ``/search`` (:data:`PAGE` for images, :data:`TEXT_PAGE` for
+texts): each one self-contained HTML file, no assets."""
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>effstack visual search</title>
@@ -84,6 +85,60 @@ drop.addEventListener("drop", (e) => searchFile(e.dataTransfer.files[0]));
 fetch(base + "/info").then((r) => r.json()).then((i) => {
   $("meta").textContent = i.count + " images \\u00b7 " + i.kind + " index \\u00b7 model " + (i.model.name || "?") +
     " (" + i.model.layer + ", " + i.dim + " values)";
+}).catch(() => { $("meta").textContent = "index information unavailable"; });
+</script>
+</body></html>
+"""
+
+TEXT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>effstack text search</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body{font:15px system-ui,sans-serif;margin:2rem;color:#222;background:#fafafa;max-width:60rem}
+ h1{font-size:1.3rem;margin:0 0 .3rem} #meta{color:#666;font-size:.85rem;margin-bottom:1rem}
+ #q{width:100%;font:inherit;padding:.5rem;box-sizing:border-box} #status{margin:1rem 0;min-height:1.2em}
+ #status.error{color:#b00} .hit{background:#fff;border:1px solid #ddd;border-radius:8px;padding:.5rem .8rem;margin:.5rem 0}
+ .hit .score{font-weight:600;margin-right:.6rem} .hit .id{color:#777;font-size:.8rem}
+</style></head>
+<body>
+<h1>Text search</h1>
+<div id="meta">loading index information&hellip;</div>
+<form id="form"><input id="q" placeholder="search for texts that mean something like&hellip;" autofocus>
+<p><label>results <input type="number" id="k" value="10" min="1" max="100" style="width:4em"></label>
+<button type="submit">Search</button></p></form>
+<div id="status" role="status"></div>
+<div id="results"></div>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const base = location.pathname.replace(/\\/search\\/?$/, "") + "/search";
+function setStatus(text, error) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
+$("form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 10));
+  setStatus("searching\\u2026");
+  const t0 = performance.now();
+  try {
+    const r = await fetch(base + "/query", {method: "POST", headers: {"Content-Type": "application/json"},
+                                            body: JSON.stringify({text: $("q").value, k: k})});
+    const doc = await r.json();
+    if (!r.ok) { setStatus(doc.error || ("HTTP " + r.status), true); return; }
+    const box = $("results"); box.replaceChildren();
+    doc.hits.forEach((h) => {
+      const div = document.createElement("div"); div.className = "hit"; div.dataset.id = h.id;
+      const s = document.createElement("span"); s.className = "score"; s.textContent = h.score.toFixed(4);
+      const id = document.createElement("span"); id.className = "id"; id.textContent = "#" + h.id;
+      const t = document.createElement("div"); t.textContent = h.text;
+      div.append(s, id, t); box.append(div);
+    });
+    setStatus(doc.hits.length + " results in " + doc.took_ms.toFixed(1) + " ms on the server (embed " +
+      doc.embed_ms.toFixed(1) + " ms, search " + doc.search_ms.toFixed(2) + " ms), " +
+      (performance.now() - t0).toFixed(0) + " ms round trip");
+  } catch (err) { setStatus("request failed: " + err, true); }
+});
+fetch(base + "/info").then((r) => r.json()).then((i) => {
+  $("meta").textContent = i.count + " texts \\u00b7 " + i.kind + " index \\u00b7 model " + (i.model.name || "?") +
+    " (" + i.dim + " values)" + (i.data ? " \\u00b7 " + i.data.source : "");
 }).catch(() => { $("meta").textContent = "index information unavailable"; });
 </script>
 </body></html>

@@ -44,6 +44,24 @@ at the first request that does not fit, so order is kept):
 
 Requests past their deadline are dropped when reached, never computed.
 
+Grouping by sequence length (text models; ``length_buckets`` set): a batch of token ids is padded to its
+longest member, and a transformer's cost grows with the padded length (attention with its square), so one
+paragraph of 250 tokens in a batch of 20-token queries makes every query cost 250 tokens. Each request
+carries its length (:attr:`Pending.length`: its longest text in tokens) and falls in the bucket of the
+first edge at or above it (edges such as 16, 32, 64, 128, 256: powers of two bound the padding of a batch
+to under half of it, and a handful of buckets keeps each one dense enough to fill batches). The rules above
+then apply per bucket, as if each bucket were its own queue under the same latency budget: the batch of a
+bucket is its live requests in service order up to ``batch_cap``; among the buckets whose batch may launch
+now (full, due, or not worth waiting for), the one whose oldest request comes first in service order is
+launched, so a sparse bucket is never starved by a busy one; otherwise the batcher wakes at the earliest
+bucket's launch time. Chosen over sort-and-split of the whole queue (sort the pending requests by length,
+cut them into batches): that packs tighter at one instant, but every new arrival can reshuffle batches
+and delay the oldest request again, and its launch time has no per-group meaning; fixed buckets keep each
+request's wait bounded by the same rules as FIFO batching. Without buckets (images, or
+``length_buckets=()``), the whole queue is one group: FIFO batches padded to their longest member.
+(The arrival rate that decides whether waiting pays is the model's, not the bucket's: a sparse bucket may
+wait for company up to the same bound as a busy one.)
+
 >>> p = BatchingPolicy(max_batch=4)
 >>> q = [Pending(id=i, n=1, arrival=0.0) for i in range(6)]
 >>> [r.id for r in decide(q, now=0.0, policy=p).launch]
@@ -131,6 +149,8 @@ class BatchingPolicy:
     budget_slack: fraction of the budget kept back for HTTP, parsing and scheduling jitter.
     priority_levels: request priorities are 1 (most urgent) .. ``priority_levels``; 0 means the default.
     default_priority: the level of requests that give no priority (default: the lowest).
+    length_buckets: increasing upper edges in tokens; requests are batched only with others of their bucket
+        (:meth:`bucket`). Empty: no grouping.
 
     Raises:
         ConfigError: a value out of range, or a budget without a curve.
@@ -145,8 +165,13 @@ class BatchingPolicy:
     budget_slack: float = 0.1
     priority_levels: int = 1
     default_priority: int | None = None
+    length_buckets: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        buckets = tuple(int(e) for e in self.length_buckets)
+        if any(e < 1 for e in buckets) or list(buckets) != sorted(set(buckets)):
+            raise ConfigError(f"length buckets must be increasing token counts >= 1, got {list(self.length_buckets)}")
+        object.__setattr__(self, "length_buckets", buckets)
         if self.max_batch < 1:
             raise ConfigError(f"max batch must be at least 1, got {self.max_batch}")
         if self.max_queue_delay_s is not None and self.max_queue_delay_s < 0:
@@ -186,6 +211,20 @@ class BatchingPolicy:
         object.__setattr__(self, "_wait", self._compute_wait())
 
     # --- derived quantities ---------------------------------------------------------------------
+
+    def bucket(self, length: int) -> int:
+        """The length bucket of a request ``length`` tokens long: the index of the first edge >= it (past the last
+        edge: the last bucket; without buckets: 0).
+
+        Example:
+            >>> p = BatchingPolicy(length_buckets=(16, 32, 64))
+            >>> [p.bucket(n) for n in (1, 16, 17, 64, 300)]
+            [0, 0, 1, 2, 2]
+        """
+        edges = self.length_buckets
+        if not edges:
+            return 0
+        return min(bisect_left(edges, length), len(edges) - 1)
 
     @property
     def usable_budget_s(self) -> float | None:
@@ -312,6 +351,8 @@ class Pending:
     trace: Any = field(default=None, repr=False)
     cancelled: bool = False
     launched: bool = False
+    length: int = 0  # text: the longest of its texts in tokens (its padded width); 0 for other inputs
+    tokens: int = 0  # text: its real (non-padding) tokens, for the padding metrics
 
 
 @dataclass(frozen=True)
@@ -346,6 +387,8 @@ def decide(queue: Iterable[Pending], now: float, policy: BatchingPolicy,
         >>> (d.launch, d.wake_at)
         ((), 1.01)
     """
+    if policy.length_buckets:
+        return _decide_grouped(queue, now, policy, arrival_rate)
     cap = policy.batch_cap
     expired: list[Pending] = []
     batch: list[Pending] = []
@@ -371,6 +414,48 @@ def decide(queue: Iterable[Pending], now: float, policy: BatchingPolicy,
     if now + TOLERANCE_S >= launch_at or not waiting_pays(batch, launch_at, policy, arrival_rate):
         return Decision(launch=tuple(batch), expired=tuple(expired))
     return Decision(expired=tuple(expired), wake_at=launch_at)
+
+
+def _decide_grouped(queue: Iterable[Pending], now: float, policy: BatchingPolicy,
+                    arrival_rate: float | None) -> Decision:
+    """:func:`decide` with length buckets: one candidate batch per bucket (see the module docstring).
+
+    Example:
+        >>> p = BatchingPolicy(max_batch=2, length_buckets=(16, 64))
+        >>> q = [Pending(id=0, n=1, arrival=0.0, length=50), Pending(id=1, n=1, arrival=0.0, length=9),
+        ...      Pending(id=2, n=1, arrival=0.0, length=12), Pending(id=3, n=1, arrival=0.0, length=60)]
+        >>> [r.id for r in decide(q, now=0.0, policy=p).launch]
+        [0, 3]
+    """
+    cap = policy.batch_cap
+    expired: list[Pending] = []
+    groups: dict[int, list[Pending]] = {}  # in service order of each bucket's first live request
+    samples: dict[int, int] = {}
+    full: set[int] = set()
+    for p in queue:
+        if p.cancelled or (p.deadline is not None and p.deadline <= now):
+            expired.append(p)
+            continue
+        b = policy.bucket(p.length)
+        if b in full:
+            continue
+        batch = groups.setdefault(b, [])
+        if batch and samples[b] + p.n > cap:
+            full.add(b)
+            continue
+        batch.append(p)
+        samples[b] = samples.get(b, 0) + p.n
+        if samples[b] >= cap:
+            full.add(b)
+    wake: float | None = None
+    for b, batch in groups.items():
+        if b in full:
+            return Decision(launch=tuple(batch), expired=tuple(expired))
+        launch_at = _launch_time(batch, policy)
+        if now + TOLERANCE_S >= launch_at or not waiting_pays(batch, launch_at, policy, arrival_rate):
+            return Decision(launch=tuple(batch), expired=tuple(expired))
+        wake = launch_at if wake is None else min(wake, launch_at)
+    return Decision(expired=tuple(expired), wake_at=wake)
 
 
 def waiting_pays(batch: Sequence[Pending], launch_at: float, policy: BatchingPolicy,

@@ -29,7 +29,7 @@ AUTO = "auto"  # instances: pick the layout at load
 
 # settings a client may change through POST /v2/repository/models/{name}/load (never what code or files run)
 RELOADABLE = ("max_batch", "max_queue_delay_ms", "latency_budget_ms", "instances", "threads", "queue_capacity",
-              "timeout_ms", "priority_levels", "inline_below_ms")
+              "timeout_ms", "priority_levels", "inline_below_ms", "length_buckets")
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|µs|ms|s)?\s*$")
 
@@ -77,6 +77,12 @@ class ServingConfig:
     priority_levels: request priorities 1..N (1 most urgent; requests without one get N).
     inline_below_ms: batches predicted to compute in at most this long run on the event loop's thread
         (a thread hand-off costs more than they do); 0 sends every batch to its instance's thread.
+    length_buckets: text models: ``"auto"`` (powers of two from 16 up to the max length), ``"off"`` (one FIFO
+        queue, each batch padded to its longest text) or a list of token counts; requests are batched only
+        with others of their length bucket (:mod:`effstack.serve.batcher`). Ignored for other models.
+    text: how to tokenise for a text model whose file does not say (a bundle's ``model.onnx``):
+        ``{"tokenizer": folder with tokenizer.json (relative to the serving.json), "max_length": tokens,
+        "pad_id": 0}``. Text models loaded from their Hugging Face folder need none.
 
     Raises:
         ConfigError: a value out of range.
@@ -97,8 +103,22 @@ class ServingConfig:
     timeout_ms: float | None = None
     priority_levels: int = 1
     inline_below_ms: float = 0.1
+    length_buckets: list[int] | str = AUTO
+    text: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.length_buckets, str):
+            if self.length_buckets not in (AUTO, "off"):
+                raise ConfigError(f"length buckets must be 'auto', 'off' or a list of token counts, "
+                                  f"got {self.length_buckets!r}")
+        elif (not isinstance(self.length_buckets, (list, tuple)) or not self.length_buckets
+              or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in self.length_buckets)):
+            raise ConfigError(f"length buckets must be 'auto', 'off' or a list of token counts >= 1, "
+                              f"got {self.length_buckets!r}")
+        else:
+            object.__setattr__(self, "length_buckets", sorted(set(self.length_buckets)))
+        if self.text is not None and not isinstance(self.text, dict):
+            raise ConfigError(f"text must be a mapping (tokenizer, max_length, pad_id), got {type(self.text).__name__}")
         if isinstance(self.model, str):
             object.__setattr__(self, "model", ModelSpec(self.model))
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", self.name):
@@ -158,8 +178,9 @@ class ServingConfig:
             n *= 2
         return counts
 
-    def policy(self, curve_s: dict[int, float] | None = None) -> BatchingPolicy:
-        """The :class:`BatchingPolicy` for these settings; ``curve_s`` (seconds) is the curve measured at load.
+    def policy(self, curve_s: dict[int, float] | None = None, length_buckets: tuple[int, ...] = ()) -> BatchingPolicy:
+        """The :class:`BatchingPolicy` for these settings; ``curve_s`` (seconds) is the curve measured at load,
+        ``length_buckets`` the resolved edges of a text model (:func:`~effstack.serve.text.resolve_buckets`).
 
         Raises:
             ConfigError: a latency budget without any curve.
@@ -175,6 +196,7 @@ class ServingConfig:
             queue_capacity=self.queue_capacity,
             instances=self.instance_count(),
             priority_levels=self.priority_levels,
+            length_buckets=tuple(length_buckets),
         )
 
     # --- round trips --------------------------------------------------------------------------------
@@ -240,4 +262,8 @@ class ServingConfig:
             local = path.parent / spec.source
             if not Path(spec.source).is_absolute() and local.exists():
                 config = replace(config, model=replace(spec, source=str(local)))
+        if config.text and isinstance(config.text.get("tokenizer"), str):
+            local = path.parent / config.text["tokenizer"]
+            if not Path(config.text["tokenizer"]).is_absolute() and local.exists():
+                config = replace(config, text={**config.text, "tokenizer": str(local)})
         return config

@@ -18,6 +18,10 @@ Named after Triton's, so the same dashboards' arithmetic works:
   transport; ``reason`` is ``overload`` (the queue is at its limit) or ``unloading``. A client that would retry
   elsewhere is owed this answer fast, whatever the engine is doing.
 * ``effstack_batch_size``: histogram of executed batch sizes in samples.
+* ``effstack_tokens_total{kind}`` (text models): token slots of the executed batches, ``kind="real"`` (the texts'
+  own tokens) or ``kind="padded"`` (padding up to the batch's longest text). The padding fraction, what
+  length grouping saves, is ``padded / (real + padded)``; ``effstack_texts_truncated_total`` counts texts cut
+  at the model's max length (silently, as sentence-transformers does).
 * ``effstack_inference_request_expired_total``: requests dropped at their deadline, never computed.
 * ``effstack_queue_samples``, ``effstack_batches_in_flight``, ``effstack_model_ready``: gauges read at scrape;
   ``effstack_queue_limit_samples`` (the admission limit now: beyond it, 503) and ``effstack_compute_pace``
@@ -129,6 +133,10 @@ class ServerMetrics:
                                    [*labels, "reason"], buckets=_REFUSAL_BUCKETS, registry=r)
         self.batch_size = Histogram("effstack_batch_size", "Executed batch size in samples", labels,
                                     buckets=_BATCH_BUCKETS, registry=r)
+        self.tokens = Counter("effstack_tokens", "Token slots of executed text batches: real tokens or padding",
+                              [*labels, "kind"], registry=r)
+        self.truncated = Counter("effstack_texts_truncated", "Texts cut at the model's max length", labels,
+                                 registry=r)
         if state is not None:
             r.register(_StateCollector(state))
         self._models: dict[tuple[str, str], ModelMetrics] = {}
@@ -160,6 +168,7 @@ class ModelMetrics:
         self._queue = m.queue_s.labels(*lv)
         self._compute = m.compute_s.labels(*lv)
         self._batch = m.batch_size.labels(*lv)
+        self._tokens: tuple[Any, Any, Any] | None = None  # text models only: bound at their first batch
         # every stage but the total, which effstack_request_duration_seconds already holds
         self._stages = tuple(m.stage_s.labels(*lv, stage).observe for stage in STAGES[:-1])
         # bound up front: a refusal under overload should not take a lock to find its series (and every reason
@@ -199,6 +208,20 @@ class ModelMetrics:
         self._compute.observe(record.compute_s)
         for q in record.queue_s:
             self._queue.observe(q)
+        if record.tokens:
+            real, padded, _ = self._text()
+            real.inc(record.tokens)
+            padded.inc(record.padded)
+
+    def on_truncated(self, n: int) -> None:
+        """``n`` texts of a request were cut at the model's max length."""
+        self._text()[2].inc(n)
+
+    def _text(self) -> tuple[Any, Any, Any]:
+        if self._tokens is None:
+            m, lv = self._m, self._lv
+            self._tokens = (m.tokens.labels(*lv, "real"), m.tokens.labels(*lv, "padded"), m.truncated.labels(*lv))
+        return self._tokens
 
     def on_expired(self, n: int) -> None:
         self._expired.inc(n)

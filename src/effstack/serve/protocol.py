@@ -238,6 +238,8 @@ def _check_shape(raw: Any, meta: TensorMeta, max_batch: int) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in raw):
         raise _fail(f"input {meta.name!r} needs 'shape' as a list of integers, got {raw!r}")
     want = meta.shape
+    if meta.datatype == "BYTES" and want == [-1] and len(raw) == 2 and raw[1] == 1:
+        want = [-1, 1]  # a batch of texts as [n] or, the Triton way, [n, 1]
     if len(raw) != len(want) or any(w != -1 and d != w for d, w in zip(raw, want)):
         shown = "[" + ", ".join("N" if w == -1 else str(w) for w in want) + "]"
         raise _fail(f"input {meta.name!r} must have shape {shown}, got {raw}")

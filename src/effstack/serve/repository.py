@@ -5,6 +5,13 @@ runs every batch size 1..max_batch on each (engines that specialise on shapes co
 first unlucky request), measures the p99 latency-per-batch curve the latency-budget mode needs, and
 feeds the sessions through a :class:`~effstack.serve.workers.Batcher`.
 
+A text model (its loaded model or its serving config carries tokenizer information,
+:func:`~effstack.serve.text.text_info`) takes ``BYTES`` texts: the runner tokenises each request
+(:class:`~effstack.serve.text.TextFrontEnd`), queues its token ids with its length for the length-grouping
+batcher, and the batcher pads each batch to its longest text (:func:`~effstack.serve.workers.pad_collate`).
+Its warm-up runs every batch size at a short width and times the curve at ``max_length`` (the worst case, so
+a latency budget holds for the longest texts too).
+
 The repository maps names to runners. Loading builds the new runner before it replaces the old one, and
 unloading stops admission, lets everything queued and computing finish, then closes the sessions: no
 admitted request is dropped.
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +38,8 @@ from ..errors import ConfigError, UnknownModelError, suggest
 from .config import AUTO, ServingConfig
 from .errors import ModelNotReady
 from .protocol import TensorMeta, datatype_of
-from .workers import Batcher, lower_priority, thread_ids
+from .text import OFF_LOOP_CHARS, TEXT_INPUT, TEXT_OUTPUT, TextFrontEnd, resolve_buckets, text_info, warm_widths
+from .workers import Batcher, lower_priority, pad_collate, thread_ids
 
 __all__ = ["BySize", "CURVE_REPEATS", "ModelRepository", "ModelRunner", "ModelState", "pick_layout", "resolve_target"]
 
@@ -71,7 +80,8 @@ class ModelRunner:
     """
 
     def __init__(self, name: str, config: ServingConfig, model: Any, sessions: Sequence[Any],
-                 curve_s: dict[int, float], output: TensorMeta, owners: Sequence[Any] | None = None):
+                 curve_s: dict[int, float], output: TensorMeta, owners: Sequence[Any] | None = None,
+                 text: TextFrontEnd | None | str = "derive"):
         self.name = name
         self.version = VERSION
         self.config = config
@@ -79,11 +89,18 @@ class ModelRunner:
         self.sessions = list(sessions)
         self.owners = list(owners) if owners is not None else []  # sessions that the instances share
         self.curve_s = curve_s
-        self.policy = config.policy(curve_s)
+        self.text = _front_end(model, config) if text == "derive" else text
         spec = model.input
-        dtype = "float32" if spec.dtype == "bfloat16" else spec.dtype
-        self.inputs = [TensorMeta(spec.name, datatype_of(dtype), [-1, *spec.shape])]
-        self.outputs = [output]
+        if isinstance(self.text, TextFrontEnd):
+            self.policy = config.policy(curve_s, resolve_buckets(config.length_buckets, self.text.max_length))
+            self.inputs = [TensorMeta(TEXT_INPUT, "BYTES", [-1])]
+            self.outputs = [TensorMeta(TEXT_OUTPUT, output.datatype, output.shape)]
+        else:
+            self.policy = config.policy(curve_s)
+            dtype = "float32" if spec.dtype == "bfloat16" else spec.dtype
+            self.inputs = [TensorMeta(spec.name, datatype_of(dtype), [-1, *spec.shape])]
+            self.outputs = [output]
+        self.observer: Any = None
         self.batcher: Batcher | None = None
         self.layouts: dict[int, float] = {}  # instances="auto": samples/s predicted for each layout tried
 
@@ -108,6 +125,10 @@ class ModelRunner:
             if sessions is None:
                 return cls._build_best(config, name, model)
             config = replace(config, instances=len(sessions))  # given sessions are the layout
+        text = _front_end(model, config)
+        width = None
+        if text is not None:
+            width = warm_widths(resolve_buckets(config.length_buckets, text.max_length), text.max_length)
         owners: list[Any] = []
         before = thread_ids()
         loaded = sessions is None
@@ -115,7 +136,7 @@ class ModelRunner:
             engine = get_engine(_auto_engine() if config.engine == "auto" else config.engine)
             sessions, owners = _load_instances(engine, model, config)
         try:
-            curve, output = warm_up(sessions, model.input, config.max_batch)
+            curve, output = warm_up(sessions, model.input, config.max_batch, warm_width=width)
         except BaseException:
             for s in [*sessions, *owners]:
                 s.close()
@@ -124,7 +145,7 @@ class ModelRunner:
             lower_priority(thread_ids() - before)
         log.info("%s: warmed up batch 1..%d on %d instance(s); p99 curve %s", name or model.name, config.max_batch,
                  len(sessions), {b: f"{s * 1e3:.2f} ms" for b, s in curve.items()})
-        return cls(name or config.name or model.name, config, model, sessions, curve, output, owners)
+        return cls(name or config.name or model.name, config, model, sessions, curve, output, owners, text=text)
 
     @classmethod
     def _build_best(cls, config: ServingConfig, name: str | None, model: Any) -> ModelRunner:
@@ -173,8 +194,10 @@ class ModelRunner:
 
     def start(self, observer: Any = None) -> None:
         """Create the batcher on the running event loop."""
+        self.observer = observer
+        collate = pad_collate(self.text.pad_id) if self.text is not None else None
         self.batcher = Batcher(self.policy, [s.run for s in self.sessions], observer,
-                               inline_below_s=self.config.inline_below_ms / 1e3)
+                               inline_below_s=self.config.inline_below_ms / 1e3, collate=collate)
 
     async def infer(self, x: np.ndarray, timeout_s: float | None = None, priority: int | None = None,
                     trace: Any = None) -> np.ndarray:
@@ -183,7 +206,16 @@ class ModelRunner:
         assert self.batcher is not None, "start() the runner first"
         if timeout_s is None and self.config.timeout_ms is not None:
             timeout_s = self.config.timeout_ms / 1e3
-        return await self.batcher.submit(x, timeout_s, priority, trace)
+        if self.text is None:
+            return await self.batcher.submit(x, timeout_s, priority, trace)
+        # a text request: tokenise (a large one off the loop), then queue its ids with its length
+        enc = (await asyncio.to_thread(self.text.encode, x) if self.text.chars(x) > OFF_LOOP_CHARS
+               else self.text.encode(x))
+        if trace is not None:  # tokenising counts as parsing in the request's stages
+            trace.parse = trace.launch = time.perf_counter_ns()
+        if enc.truncated and hasattr(self.observer, "on_truncated"):
+            self.observer.on_truncated(enc.truncated)
+        return await self.batcher.submit(enc.ids, timeout_s, priority, trace, length=enc.length, tokens=enc.tokens)
 
     async def stop(self) -> None:
         """Refuse new requests, let queued and running ones finish, then close the sessions."""
@@ -212,6 +244,9 @@ class ModelRunner:
                 "serving": self.config.to_dict(), "batch_cap": self.policy.batch_cap,
                 "latency_curve_ms": {str(b): round(s * 1e3, 4) for b, s in self.curve_s.items()},
                 "sessions": [s.settings() for s in self.sessions],
+                "text": None if self.text is None else {
+                    "max_length": self.text.max_length, "pad_id": self.text.pad_id,
+                    "length_buckets": list(self.policy.length_buckets), "truncation": "silent, at max_length"},
                 "layouts_tried": {str(n): round(r, 3) for n, r in self.layouts.items()}})}},
         }
 
@@ -319,10 +354,11 @@ class ModelState(NamedTuple):
 
 
 def warm_up(sessions: Sequence[Any], spec: Any, max_batch: int,
-            repeats: int = CURVE_REPEATS) -> tuple[dict[int, float], TensorMeta]:
+            repeats: int = CURVE_REPEATS, warm_width: int | None = None) -> tuple[dict[int, float], TensorMeta]:
     """Run every batch size 1..max_batch on every session (all sessions at once, as when serving), then
     time the sizes 1, 2, 4, ..., max_batch; return the p99 curve in seconds (worst session) and the
-    output's metadata.
+    output's metadata. ``warm_width`` (token ids, whose sequence axis is dynamic): the sizes are run that many
+    tokens wide, and the curve is timed at the full width (``spec.shape``), the worst case.
 
     Raises:
         ConfigError: the session's output does not keep the batch axis first.
@@ -331,10 +367,11 @@ def warm_up(sessions: Sequence[Any], spec: Any, max_batch: int,
     curves: list[dict[int, float]] = [{} for _ in sessions]
     outputs: list[Any] = [None] * len(sessions)
     examples = {b: spec.example(b, seed=b) for b in range(1, max_batch + 1)}
+    warm = examples if warm_width is None else {b: np.ascontiguousarray(x[:, :warm_width]) for b, x in examples.items()}
 
     def one(i: int, session: Any) -> None:
         for b in range(1, max_batch + 1):
-            y = np.asarray(session.run(examples[b]))
+            y = np.asarray(session.run(warm[b]))
             if y.ndim == 0 or y.shape[0] != b:
                 raise ConfigError(f"the engine returns shape {y.shape} for a batch of {b}; the batch axis "
                                   "must come first to batch requests")
@@ -348,6 +385,18 @@ def warm_up(sessions: Sequence[Any], spec: Any, max_batch: int,
     curve = {b: max(c[b] for c in curves) for b in curves[0]}
     y = outputs[0]
     return curve, TensorMeta("output", datatype_of(y.dtype), [-1, *y.shape[1:]])
+
+
+def _front_end(model: Any, config: ServingConfig) -> TextFrontEnd | None:
+    """The tokenizer front end of a text model (None for other models); the model's ``meta["text"]`` is filled
+    from the config when its file did not carry it (a bundle's ONNX file)."""
+    info = text_info(model, config.text)
+    if info is None:
+        return None
+    meta = getattr(model, "meta", None)
+    if isinstance(meta, dict):
+        meta.setdefault("text", info)
+    return TextFrontEnd.from_info(info)
 
 
 def run_on_each(sessions: Sequence[Any], fn: Any, name: str = "effstack-instance") -> None:

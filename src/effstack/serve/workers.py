@@ -25,10 +25,11 @@ from ..errors import ConfigError, EffstackError, EngineError
 from .batcher import BatchingPolicy, BatchQueue, Pending, decide, expired_head
 from .errors import NotAccepting, QueueFull, RequestTimeout
 
-__all__ = ["BatchRecord", "Batcher", "RunFn"]
+__all__ = ["BatchRecord", "Batcher", "CollateFn", "RunFn", "pad_collate"]
 
 
 RunFn = Callable[[np.ndarray], np.ndarray]
+CollateFn = Callable[[Sequence[np.ndarray]], np.ndarray]  # the requests' inputs -> one batch input
 COMPUTE_NICE = 5  # how much lower the engines' threads run than the event loop (Linux: nice is per thread)
 
 
@@ -41,6 +42,8 @@ class BatchRecord:
     requests: int
     queue_s: list[float]
     compute_s: float
+    tokens: int = 0  # text: real tokens in the batch
+    padded: int = 0  # text: padding slots in the batch input (its rows x its width, less the real tokens)
 
 
 class Batcher:
@@ -54,6 +57,8 @@ class Batcher:
         inline_below_s: batches whose predicted p99 compute (from the policy's curve) is at most this run on
             the event loop's thread instead of the instance's: handing a batch to a thread and its result
             back costs 0.1-1 ms on a busy machine, more than a tiny model's whole batch. 0 turns it off.
+        collate: joins the requests' inputs into the batch's (default: concatenated on the batch axis);
+            text models pad token ids to the batch's longest row (:func:`pad_collate`).
 
     Must be created and used on one running event loop.
 
@@ -64,13 +69,14 @@ class Batcher:
     """
 
     def __init__(self, policy: BatchingPolicy, instances: Sequence[RunFn], observer: Any = None,
-                 inline_below_s: float = 0.0):
+                 inline_below_s: float = 0.0, collate: CollateFn | None = None):
         if not instances:
             raise ConfigError("the batcher needs at least one instance")
         self.policy = policy
         self.queue = BatchQueue(policy)
         self.observer = observer
         self.inline_below_s = inline_below_s
+        self.collate = collate or _concatenate
         self._run = list(instances)
         self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"effstack-instance{i}", initializer=lower_priority)
                        for i in range(len(instances))]
@@ -98,11 +104,12 @@ class Batcher:
                             retry_after_s=self.queue.retry_after_s())
 
     async def submit(self, x: np.ndarray, timeout_s: float | None = None, priority: int | None = None,
-                     trace: Any = None) -> np.ndarray:
+                     trace: Any = None, length: int = 0, tokens: int = 0) -> np.ndarray:
         """Queue one request (``x.shape[0]`` samples) and return its rows of the batch output.
 
         ``trace`` (a :class:`~effstack.serve.metrics.RequestTrace`, optional) gets the launch stamp of the
-        request's batch and the engine's compute time for it.
+        request's batch and the engine's compute time for it. Text requests give ``length`` (their padded width
+        in tokens: the policy's length bucket) and ``tokens`` (their real tokens: the padding metrics).
 
         Raises:
             QueueFull: the queue is at its limit (answer 503 with Retry-After).
@@ -116,7 +123,7 @@ class Batcher:
         now = self._loop.time()
         deadline = now + timeout_s if timeout_s is not None else None
         p = Pending(self._next_id, int(x.shape[0]), now, deadline, self.policy.level(priority), x,
-                    self._loop.create_future(), trace)
+                    self._loop.create_future(), trace, length=length, tokens=tokens)
         self._next_id += 1
         self.queue.admit(p)
         self._drained.clear()
@@ -200,7 +207,7 @@ class Batcher:
         if self._inline(batch):
             # a batch predicted faster than a thread hop runs here, on the loop; _schedule's loop continues
             try:
-                result = _compute(self._run[inst], batch)
+                result = _compute(self._run[inst], batch, self.collate)
             except Exception as exc:  # the engine failed; _complete hands the error to the batch's requests
                 self._complete(inst, batch, queue_s, None, exc)
             else:
@@ -217,10 +224,10 @@ class Batcher:
         """On the instance's thread: compute, then hand the result to the loop in one call. (``run_in_executor``
         took two loop iterations more: its future is chained to an asyncio future, whose done callback is
         scheduled in turn.)"""
-        result: tuple[list[np.ndarray], float] | None = None
+        result: tuple[list[np.ndarray], float, int] | None = None
         exc: BaseException | None = None
         try:
-            result = _compute(self._run[inst], batch)
+            result = _compute(self._run[inst], batch, self.collate)
         except BaseException as e:  # the engine failed; _complete hands the error to the batch's requests
             exc = e
         try:
@@ -229,12 +236,12 @@ class Batcher:
             pass
 
     def _finished(self, inst: int, batch: tuple[Pending, ...], queue_s: list[float],
-                  result: tuple[list[np.ndarray], float] | None, exc: BaseException | None) -> None:
+                  result: tuple[list[np.ndarray], float, int] | None, exc: BaseException | None) -> None:
         self._complete(inst, batch, queue_s, result, exc)
         self._schedule()
 
     def _complete(self, inst: int, batch: tuple[Pending, ...], queue_s: list[float],
-                  result: tuple[list[np.ndarray], float] | None, exc: BaseException | None) -> None:
+                  result: tuple[list[np.ndarray], float, int] | None, exc: BaseException | None) -> None:
         self._idle.append(inst)
         self._in_flight -= 1
         if exc is not None or result is None:  # the engine failed: every request of the batch gets the error
@@ -243,24 +250,54 @@ class Batcher:
                 if not p.future.done():
                     p.future.set_exception(err)
             return
-        outputs, compute_s = result
+        outputs, compute_s, slots = result
         samples = sum(p.n for p in batch)
         self.queue.observe(samples, compute_s)  # admission follows the pace batches really run at
         for p, y in zip(batch, outputs):
             if not p.future.done():
                 p.future.set_result(y)
         if self.observer:
-            self.observer.on_batch(BatchRecord(inst, samples, len(batch), queue_s, compute_s))
+            tokens = sum(p.tokens for p in batch)
+            padded = max(0, slots - tokens) if tokens else 0
+            self.observer.on_batch(BatchRecord(inst, samples, len(batch), queue_s, compute_s, tokens, padded))
 
     def _check_drained(self) -> None:
         if self._in_flight == 0 and self.queue.samples == 0:
             self._drained.set()
 
 
-def _compute(run: RunFn, batch: tuple[Pending, ...]) -> tuple[list[np.ndarray], float]:
-    """On an instance thread: concatenate the requests, run the batch, split the output per request."""
-    xs = [p.payload for p in batch]
-    x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
+def _concatenate(xs: Sequence[np.ndarray]) -> np.ndarray:
+    return xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
+
+
+def pad_collate(pad_id: int) -> CollateFn:
+    """A collate for ``(n, L)`` token-id requests of different ``L``: one ``(sum n, max L)`` batch padded with
+    ``pad_id`` (the model masks pads, so no text's output changes).
+
+    Example:
+        >>> pad_collate(0)([np.array([[5, 6, 7]]), np.array([[8]])]).tolist()
+        [[5, 6, 7], [8, 0, 0]]
+    """
+
+    def collate(xs: Sequence[np.ndarray]) -> np.ndarray:
+        width = max(x.shape[1] for x in xs)
+        if len(xs) == 1 or all(x.shape[1] == width for x in xs):
+            return _concatenate(xs)
+        out = np.full((sum(x.shape[0] for x in xs), width), pad_id, dtype=xs[0].dtype)
+        row = 0
+        for x in xs:
+            out[row : row + x.shape[0], : x.shape[1]] = x
+            row += x.shape[0]
+        return out
+
+    return collate
+
+
+def _compute(run: RunFn, batch: tuple[Pending, ...],
+             collate: CollateFn = _concatenate) -> tuple[list[np.ndarray], float, int]:
+    """On an instance thread: join the requests, run the batch, split the output per request. Returns the outputs,
+    the engine's seconds and the batch input's size in elements (token slots, for text)."""
+    x = collate([p.payload for p in batch])
     t0 = time.perf_counter_ns()
     y = run(x)
     t1 = time.perf_counter_ns()
@@ -277,7 +314,7 @@ def _compute(run: RunFn, batch: tuple[Pending, ...]) -> tuple[list[np.ndarray], 
     for p in batch:
         outs.append(y[start : start + p.n])
         start += p.n
-    return outs, compute_s
+    return outs, compute_s, int(x.size)
 
 
 def lower_priority(tids: Iterable[int] | None = None, by: int = COMPUTE_NICE) -> None:
