@@ -83,17 +83,45 @@ def main(argv: list[str] | None = None) -> int:
             print(f"x{mult:g} continuous / one-at-a-time goodput: {by['continuous'] / by['sequential']:.2f}x; "
                   f"static / one-at-a-time: {by['static'] / by['sequential']:.2f}x", flush=True)
     engine.stop()
+    # each mode at its own best offered load: one-at-a-time overloaded at 4x meets nothing, which would make
+    # any ratio at that load meaningless; the goal compares the goodput each scheduler can deliver
+    best = {m: max((r["summary"]["goodput_rps"] for r in runs if r["summary"]["mode"] == m), default=0.0)
+            for m in MODES}
+    ratio = best["continuous"] / best["sequential"] if best.get("sequential") else None
+    print(f"best goodput over loads {args.load}: " + ", ".join(f"{m} {g:.3f} req/s" for m, g in best.items())
+          + (f"; continuous / one-at-a-time {ratio:.2f}x (goal >= 3x)" if ratio else ""), flush=True)
     result = {"benchmark": "generation", "model": lm.name, "weights": lm.meta.get("weights"), "cpu": cpu_kind(),
               "torch_threads": torch.get_num_threads(), "budget": {"ttft_ms": args.ttft_ms, "tpot_ms": args.tpot_ms},
               "step_cost_ms": {"base": cost.a * 1e3, "per_request": cost.b * 1e3, "per_prefill_token": cost.c * 1e3},
               "one_request_s": alone_s, "args": {k: (str(v) if isinstance(v, Path) else v)
                                                  for k, v in vars(args).items()},
-              "runs": runs}
+              "best_goodput_rps": best, "continuous_vs_sequential": ratio, "runs": runs}
+    result["readme"] = _readme(result)
     if args.json:
         from effstack._files import atomic_write_json
 
         atomic_write_json(args.json, result)
     return 0
+
+
+def _readme(r: dict) -> list[dict[str, str]]:
+    """The README's figures: each mode's best goodput over the loads, and the load that gave it."""
+    b = r["budget"]
+    out = []
+    for mode, label in (("continuous", "continuous batching"), ("static", "static batching"),
+                        ("sequential", "one request at a time")):
+        rows = [x["summary"] for x in r["runs"] if x["summary"]["mode"] == mode]
+        top = max(rows, key=lambda s: s["goodput_rps"])
+        out.append({"what": f"{r['model']} goodput at TTFT {b['ttft_ms']:g} ms / TPOT {b['tpot_ms']:g} ms: {label}",
+                    "figure": f"{top['goodput_rps']:.3f} req/s ({top['met_both']}/{top['requests']} met both, "
+                              f"at {top['load_multiple']:g}x one-at-a-time capacity)",
+                    "spread": "by load: " + ", ".join(f"{s['load_multiple']:g}x {s['goodput_rps']:.3f}" for s in rows)})
+    if r["continuous_vs_sequential"]:
+        out.append({"what": "continuous batching / one request at a time, best goodput of each",
+                    "figure": f"{r['continuous_vs_sequential']:.2f}x (goal >= 3x)",
+                    "spread": f"one request alone {r['one_request_s']:.2f} s; step {r['step_cost_ms']['base']:.1f} ms "
+                              f"+ {r['step_cost_ms']['per_request']:.1f} ms per running request"})
+    return out
 
 
 if __name__ == "__main__":
