@@ -145,6 +145,25 @@ def measure_latency(emb: Any, ix: Any, queries: list[str], rounds: int, k: int =
             "p99_ms": spread(p99s).to_dict()}
 
 
+def _readme(r: dict) -> list[dict]:
+    """The README's figures, one line per precision, and INT8's agreement with fp32."""
+    out = []
+    for precision, run in r["runs"].items():
+        b, h, lat, pad = run["build"], run["halves"], run["latency"]["p50_ms"], run["padding"]
+        out.append({"what": f"{r['model']} {r['engine']} {precision}: index build, query p50, halves recall@1/@10 "
+                            f"({h['queries']} first halves among {h['indexed']} second halves)",
+                    "figure": f"{b['texts_per_s']:.0f} texts/s, {lat['median']:.1f} ms, "
+                              f"{h['recall_at_1']:.3f}/{h['recall_at_10']:.3f}",
+                    "spread": f"query p50 {lat['min']:.1f}-{lat['max']:.1f} ms; length-sorted batches "
+                              f"{pad['speedup']:.2f}x corpus order ({100 * pad['sorted']['padding_share']:.0f}% vs "
+                              f"{100 * pad['corpus_order']['padding_share']:.0f}% padding)"})
+        if "vs_fp32" in run:
+            v = run["vs_fp32"]
+            out.append({"what": f"{precision} vs fp32 on the queries: mean (min) cosine, top-10 overlap",
+                        "figure": f"{v['mean_cosine']:.4f} ({v['min_cosine']:.4f}), {v['top10_overlap']:.3f}"})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="all-minilm-l6-v2", help="text encoder (default all-minilm-l6-v2)")
@@ -215,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 emb.close()
             result["runs"][precision] = run
     result["load_avg_end"] = os.getloadavg()[0]
+    result["readme"] = _readme(result)
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")

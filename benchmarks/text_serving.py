@@ -204,9 +204,31 @@ def main(argv: list[str] | None = None) -> int:
             stop(proc)
         result["load_avg_end"] = os.getloadavg()
         result["server_logs"] = str(LOGS)
+    if "error" not in result:
+        result["readme"] = _readme(result)
     if args.json:
         write_json(args.json, result)
     return 1 if "error" in result else 0
+
+
+def _readme(r: dict) -> list[dict[str, str]]:
+    """The README's figures: each batching mode's throughput, latency and padding, and the ratio."""
+    out = []
+    for mode, label in (("grouped", "length-bucketed batching"), ("fifo", "one FIFO queue, batches padded to "
+                                                                            "their longest")):
+        s = r["modes"][mode]["summary"]
+        t, p50, p99, pad = s["throughput"], s["p50_ms"], s["p99_ms"], s["padding_fraction"]
+        out.append({"what": f"{r['model']} served, {r['concurrency']} closed-loop clients, one text each: {label}",
+                    "figure": f"{t['median']:.1f} texts/s, p50 {p50['median']:.0f} ms, p99 {p99['median']:.0f} ms, "
+                              f"padding {100 * pad['median']:.1f}% of token slots",
+                    "spread": f"rounds {t['min']:.1f}-{t['max']:.1f} texts/s"})
+    if r.get("throughput_ratio_grouped_over_fifo"):
+        c = r["corpus"]
+        out.append({"what": "length-bucketed / FIFO throughput",
+                    "figure": f"{r['throughput_ratio_grouped_over_fifo']:.2f}x",
+                    "spread": f"texts of {c['tokens_p10']:.0f}/{c['tokens_p50']:.0f}/{c['tokens_p90']:.0f} tokens "
+                              "(p10/p50/p90)"})
+    return out
 
 
 if __name__ == "__main__":

@@ -71,13 +71,12 @@ class PrecisionError(UserError):
 class MissingDependencyError(EffstackError, ImportError):
     """An optional package is missing; the message names the pip extra that brings it."""
 
-    def __init__(self, package: str, extra: str, purpose: str = ""):
+    def __init__(self, package: str, extra: str, purpose: str = "", install: str | None = None):
         self.package = package
         self.extra = extra
         what = f" (needed for {purpose})" if purpose else ""
-        super().__init__(
-            f"{package} is not installed{what}; install it with: pip install 'effstack[{extra}]'"
-        )
+        install = install or f"pip install 'effstack[{extra}]'"
+        super().__init__(f"{package} is not installed{what}; install it with: {install}")
 
 
 class ArtifactError(EffstackError):

