@@ -14,7 +14,7 @@ TEXT = ["the quick brown fox jumps over the lazy dog", "one two three four five 
 
 
 def test_linears_quantized_original_untouched(tiny_lm):
-    q = quantize_lm(tiny_lm)
+    q = quantize_lm(tiny_lm, keep_float=())
     linears = sum(isinstance(m, torch.nn.Linear) for m in tiny_lm.model.modules())
     assert quantized_linears(q.model) == linears == 2 * 7 + 1  # 7 per layer + the LM head
     assert quantized_linears(tiny_lm.model) == 0 and q.name == "tiny-int8" and "INT8" in q.meta["weights"]
@@ -24,6 +24,20 @@ def test_linears_quantized_original_untouched(tiny_lm):
     assert 0 < (a - b).abs().max() < 0.05 * a.abs().max()  # rounded, but close
     ppl, qppl = perplexity(tiny_lm, TEXT, context=16), perplexity(q, TEXT, context=16)
     assert abs(qppl.perplexity / ppl.perplexity - 1) < 0.02
+
+
+def test_keep_float_leaves_the_named_linears_in_fp32(tiny_lm):
+    import pytest
+
+    from effstack.errors import ConfigError
+
+    q = quantize_lm(tiny_lm)  # default: the MLP output projections and the LM head stay fp32
+    assert quantized_linears(q.model) == 2 * 6 and q.meta["float_linears"] == 3
+    assert isinstance(q.model.lm_head, torch.nn.Linear) and isinstance(q.model.model.layers[1].mlp.down_proj,
+                                                                       torch.nn.Linear)
+    assert quantized_linears(quantize_lm(tiny_lm, keep_float=("layers.0.",)).model) == 7 + 1
+    with pytest.raises(ConfigError, match="no nn.Linear layers to quantize outside"):
+        quantize_lm(tiny_lm, keep_float=("proj", "lm_head"))
 
 
 def test_quantized_model_runs_in_the_engine(tiny_lm, engine_factory):

@@ -60,3 +60,38 @@ def test_bad_config_and_too_little_text(tiny_lm):
         TrainLMConfig(steps=0)
     with pytest.raises(InputError, match="a window needs"):
         train_lm(tiny_lm, ["the cat"], TrainLMConfig(steps=1, **SMALL))
+
+
+def test_layers_init_is_a_shallower_copy_of_the_teacher(tmp_path):
+    from effstack.generate.tiny import tiny_llama
+    from effstack.generate.train import layer_subset
+
+    assert layer_subset(30, 4) == [0, 10, 19, 29] and layer_subset(5, 5) == [0, 1, 2, 3, 4] and layer_subset(3, 1) == [2]
+    with pytest.raises(ConfigError, match="cannot be taken"):
+        layer_subset(2, 3)
+    teacher = tiny_llama(seed=0, layers=4)
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    # lr ~0: the student is the teacher's layers 0 and 3, unchanged, with the teacher's embedding and head
+    r = train_lm(teacher, TEXTS, TrainLMConfig(steps=1, lr=1e-12, warmup=0, init="layers",
+                                               **{**SMALL, "layers": 2}))
+    s = r.lm.model
+    assert s.config.num_hidden_layers == 2 and s.config.hidden_size == teacher.model.config.hidden_size
+    assert all(torch.equal(v, teacher.model.state_dict()[k]) for k, v in before.items())  # teacher untouched
+    sd = s.state_dict()
+    for new, old in ((0, 0), (1, 3)):
+        assert torch.allclose(sd[f"model.layers.{new}.mlp.down_proj.weight"],
+                              before[f"model.layers.{old}.mlp.down_proj.weight"], atol=1e-6)
+    assert torch.equal(sd["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
+    assert [m.self_attn.layer_idx for m in s.model.layers] == [0, 1]
+    # it generates with a KV cache (layer indices renumbered) and survives save and load
+    ids = torch.tensor([teacher.encode("the quick brown fox")])
+    out = s.generate(ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 4
+    lm = load_lm(str(save_lm(r, tmp_path / "draft")))
+    with torch.no_grad():
+        assert torch.allclose(lm.model(ids).logits, s(ids).logits, atol=1e-5)
+    # training moves the kept layers only; the frozen embedding stays the teacher's
+    r2 = train_lm(teacher, TEXTS, TrainLMConfig(steps=5, init="layers", **{**SMALL, "layers": 2}))
+    sd2 = r2.lm.model.state_dict()
+    assert torch.equal(sd2["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
+    assert not torch.equal(sd2["model.layers.1.mlp.down_proj.weight"], before["model.layers.3.mlp.down_proj.weight"])

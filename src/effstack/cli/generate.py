@@ -54,8 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--steps", type=int, default=300)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--loss", choices=("kd", "ce"), default="kd", help="kd: KL on the teacher's logits; ce: next token")
-    t.add_argument("--init", choices=("teacher", "random"), default="teacher",
-                   help="teacher: embedding from the teacher's (principal directions)")
+    t.add_argument("--init", choices=("teacher", "random", "layers"), default="teacher",
+                   help="teacher: embedding from the teacher's (principal directions); layers: --layers of the "
+                        "teacher's own decoder layers at its full width (the shape options do not apply)")
     t.add_argument("--minutes", type=float, help="stop after this many minutes (default: run all steps)")
     t.add_argument("--eval-count", type=int, default=64, help="texts held out (not trained on) for perplexity")
     t.add_argument("--seed", type=int, default=0)

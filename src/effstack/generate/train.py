@@ -10,7 +10,12 @@ same vocabulary, same ids), then trains it on windows of the corpus' token strea
 
 The student's (tied) embedding starts as the teacher's embedding projected on its top ``hidden`` principal
 directions (``init="teacher"``; SVD of the embedding matrix, deterministic), so token identities are meaningful
-from step one; ``init="random"`` starts from transformers' initialisation. AdamW, linear warm-up then cosine, a
+from step one; ``init="random"`` starts from transformers' initialisation. ``init="layers"`` makes the student a
+shallower copy of the teacher itself: the teacher's width, embedding, head and final norm, and ``layers`` of its
+decoder layers taken evenly from first to last (the shape options other than ``layers`` do not apply); the
+embedding and head stay frozen and distillation trains the kept layers to stand in for the dropped ones. Such a
+draft agrees with its teacher far sooner than one trained from scratch, at the cost of the teacher's (large)
+vocabulary projection in every draft step. AdamW, linear warm-up then cosine, a
 rich progress bar, an optional wall-clock cap (``minutes``). Seeded: the same config, texts and teacher give the
 same weights on the same machine.
 
@@ -30,9 +35,9 @@ from typing import Any
 from ..errors import ConfigError, InputError
 from .model import LanguageModel
 
-__all__ = ["TrainLMConfig", "TrainResult", "train_lm", "save_lm", "draft_config"]
+__all__ = ["TrainLMConfig", "TrainResult", "train_lm", "save_lm", "draft_config", "layer_subset"]
 
-LOSSES, INITS = ("kd", "ce"), ("teacher", "random")
+LOSSES, INITS = ("kd", "ce"), ("teacher", "random", "layers")
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,44 @@ def draft_config(teacher: LanguageModel, config: TrainLMConfig) -> Any:
                        pad_token_id=tc.pad_token_id, bos_token_id=tc.bos_token_id, eos_token_id=tc.eos_token_id)
 
 
+def layer_subset(total: int, keep: int) -> list[int]:
+    """``keep`` layer indices spread evenly over ``range(total)``, always the first and the last."""
+    if not 1 <= keep <= total:
+        raise ConfigError(f"a student of {keep} layers cannot be taken from a teacher of {total}")
+    if keep == 1:
+        return [total - 1]
+    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+
+
+def _shallow_copy(teacher: Any, keep: int) -> Any:
+    """The teacher with only ``keep`` of its decoder layers (evenly spaced); a new model, the teacher untouched."""
+    import copy
+
+    import torch
+
+    inner = getattr(teacher, "model", None)
+    layers = getattr(inner, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ConfigError(f"init='layers' needs a decoder with model.layers (Llama-style); "
+                          f"{type(teacher).__name__} has none; use init='teacher'")
+    idx = layer_subset(len(layers), keep)
+    student = copy.deepcopy(teacher)
+    student.model.layers = torch.nn.ModuleList(student.model.layers[i] for i in idx)
+    for i, layer in enumerate(student.model.layers):  # the KV cache is indexed by position in the stack
+        for sub in layer.modules():
+            if hasattr(sub, "layer_idx"):
+                sub.layer_idx = i
+    cfg = student.config
+    cfg.num_hidden_layers = len(idx)
+    if isinstance(getattr(cfg, "layer_types", None), list):
+        cfg.layer_types = [cfg.layer_types[i] for i in idx]
+    student.get_input_embeddings().weight.requires_grad_(False)
+    out = student.get_output_embeddings()
+    if out is not None:
+        out.weight.requires_grad_(False)
+    return student.float()
+
+
 def _init_embedding(student: Any, teacher: Any, seed: int) -> None:
     """The teacher's input embedding projected on its top principal directions (scaled to the student's init std)."""
     import torch
@@ -164,12 +207,16 @@ def train_lm(teacher: LanguageModel, texts: Sequence[str], config: TrainLMConfig
     gen = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        student = LlamaForCausalLM(draft_config(teacher, config)).float()
+        if config.init == "layers":
+            student = _shallow_copy(teacher.model, config.layers)
+        else:
+            student = LlamaForCausalLM(draft_config(teacher, config)).float()
         if config.init == "teacher":
             _init_embedding(student, teacher.model, config.seed)
     student.train()
-    decay = [p for n, p in student.named_parameters() if p.ndim >= 2]
-    rest = [p for n, p in student.named_parameters() if p.ndim < 2]
+    trained = [p for p in student.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim >= 2]
+    rest = [p for p in trained if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": rest, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
     tmodel = teacher.model
@@ -207,7 +254,7 @@ def train_lm(teacher: LanguageModel, texts: Sequence[str], config: TrainLMConfig
                     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(trained, 1.0)
                 opt.step()
                 value = float(loss.detach())
                 if not math.isfinite(value):
@@ -223,7 +270,8 @@ def train_lm(teacher: LanguageModel, texts: Sequence[str], config: TrainLMConfig
     params = int(sum(p.numel() for p in student.parameters()))
     lm = LanguageModel(name, student, teacher.tokenizer, {
         "source": "trained here", "teacher": teacher.name, "params": params, "layers": config.layers,
-        "hidden": config.hidden, "weights": "fp32", "loss": config.loss, "steps": step})
+        "hidden": int(student.config.hidden_size), "weights": "fp32", "loss": config.loss, "init": config.init,
+        "steps": step})
     return TrainResult(lm, config, history, step, seconds, stopped)
 
 
