@@ -133,6 +133,7 @@ def test_demo_exit_status_says_whether_a_configuration_meets_the_budget(budget_m
     (["--max-drop", "lots"], "max drop"),
     (["--time-budget", "soon"], "time budget"),
     (["--train-data", "x.npz"], "--train-data needs --data"),
+    (["--min-cosine", "1.5"], "--min-cosine is a cosine similarity"),
 ])
 def test_bad_flags_are_one_line_exit_2(capsys, args, message):
     assert main(["ladder", "effstack.testing:tiny_mlp", "--quiet", *args]) == 2
@@ -217,3 +218,17 @@ def test_a_pretrained_model_keeps_its_batchnorm_statistics(monkeypatch):
         run_ladder(model, budget=Budget(100.0), measure=measure, engines=(), layout=False, progress=False,
                    eval_samples=4)
         assert bool(calls) is recalibrated, name
+
+
+def test_min_cosine_reaches_the_ladder(monkeypatch):
+    import effstack.ladder.pipeline as pipeline
+
+    seen = {}
+
+    def fake(model, **kw):
+        seen.update(kw)
+        raise KeyboardInterrupt  # stop here: the ladder itself is not under test
+
+    monkeypatch.setattr(pipeline, "run_ladder", fake)
+    main(["ladder", "effstack.testing:tiny_mlp", "--quiet", "--task", "embedding", "--min-cosine", "0.99"])
+    assert seen["min_cosine"] == 0.99 and seen["task"] == "embedding"

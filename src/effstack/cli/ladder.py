@@ -60,6 +60,8 @@ def add_ladder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="classification", choices=["classification", "embedding"],
                    help="what the model outputs: class scores, or an embedding (then every rung's accuracy is "
                         "recall@10 of the fp32 baseline's neighbours, in points)")
+    p.add_argument("--min-cosine", type=float, help="embeddings: the INT8 guard also needs this mean cosine "
+                   "agreement with the fp32 embeddings, e.g. 0.99 (default: no floor)")
     p.add_argument("--objective", default="throughput", choices=["throughput", "latency", "cost"])
     p.add_argument("--price-per-hour", type=float, help="machine price for the cost column, e.g. 1.20")
     p.add_argument("--min-gain", type=float, default=1.05, help="smallest speed-up a rung must bring (default 1.05)")
@@ -129,6 +131,10 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     from ..models import load_model
 
     budget = budget_from_args(args)
+    if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--min-cosine is a cosine similarity between -1 and 1 (e.g. 0.99), got {args.min_cosine:g}")
     model = load_model(model_spec_from_args(args))
     data = None
     if "text" in model.meta:  # texts in: tokenised and split into held-out evaluation and training texts
@@ -151,7 +157,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
                         max_batch=args.max_batch, time_budget_s=parse_seconds(args.time_budget),
                         prune=not args.no_prune, progress=not args.quiet, task=args.task,
                         distill_epochs=args.distill_epochs, student_size=args.student_size,
-                        prune_ratio=args.prune_ratio)
+                        prune_ratio=args.prune_ratio, min_cosine=args.min_cosine)
     write_outputs(result, args)
     if args.task == "embedding" or "text" in model.meta:
         from ..ladder.workbench import metric_name
