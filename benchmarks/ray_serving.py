@@ -294,6 +294,10 @@ def _infer_body(url: str, name: str) -> tuple[bytes, str]:
     return json.dumps(doc).encode(), f"/v2/models/{name}/infer"
 
 
+def _rate(q: float | None) -> str:
+    return "none" if q is None else f"{q:.1f}"
+
+
 def _readme(r: dict[str, Any]) -> list[dict[str, str]]:
     """The README's figures of the sections that ran."""
     out = []
@@ -317,8 +321,8 @@ def _readme(r: dict[str, Any]) -> list[dict[str, str]]:
         out.append({"what": f"highest rate within p99 {c['budget_ms']:g} ms: effstack serve / Ray Serve direct ingress "
                             f"(median of {len(c.get('rounds', []))} alternating rounds, both up) / through its proxy "
                             "(once), queries/s",
-                    "figure": f"{q['effstack']} / {q['ray_direct']} ({x(c['ratio_direct'])}; goal 0.85x) / "
-                              f"{q['ray']} ({x(c['ratio'])})",
+                    "figure": f"{_rate(q['effstack'])} / {_rate(q['ray_direct'])} ({x(c['ratio_direct'])}; goal "
+                              f"0.85x) / {_rate(q['ray'])} ({x(c['ratio'])})",
                     "spread": f"rounds {lo_hi[0]:.3f}-{lo_hi[1]:.3f}x" if lo_hi else ""})
     if "offline" in r:
         o = r["offline"]
