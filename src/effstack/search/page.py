@@ -1,6 +1,16 @@
 """The search pages ``effstack serve --index`` serves at ``/search`` (:data:`PAGE` for images, :data:`TEXT_PAGE` for
 texts): each one self-contained HTML file, no assets."""
 
+# what both pages share: the status line, the results, and the script's first lines
+_SCRIPT_START = """<div id="status" role="status"></div>
+<div id="results"></div>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const base = location.pathname.replace(/\\/search\\/?$/, "") + "/search";
+function setStatus(text, error) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
+"""
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>effstack visual search</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -21,14 +31,7 @@ PAGE = """<!doctype html>
 <label id="drop" for="file">Drop an image here, or click to pick one
  <input type="file" id="file" accept="image/*" hidden><br><img id="query" alt="query image"></label>
 <p><label>neighbours <input type="number" id="k" value="12" min="1" max="100" style="width:4em"></label></p>
-<div id="status" role="status"></div>
-<div id="results"></div>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const base = location.pathname.replace(/\\/search\\/?$/, "") + "/search";
-
-function setStatus(text, error) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
+""" + _SCRIPT_START + """
 
 function render(doc, roundTripMs) {
   const box = $("results");
@@ -106,14 +109,7 @@ TEXT_PAGE = """<!doctype html>
 <form id="form"><input id="q" placeholder="search for texts that mean something like&hellip;" autofocus>
 <p><label>results <input type="number" id="k" value="10" min="1" max="100" style="width:4em"></label>
 <button type="submit">Search</button></p></form>
-<div id="status" role="status"></div>
-<div id="results"></div>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const base = location.pathname.replace(/\\/search\\/?$/, "") + "/search";
-function setStatus(text, error) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
-$("form").addEventListener("submit", async (e) => {
+""" + _SCRIPT_START + """$("form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const k = Math.max(1, Math.min(100, parseInt($("k").value, 10) || 10));
   setStatus("searching\\u2026");

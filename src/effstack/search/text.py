@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, InputError
+from .embed import _spec_dict
 from .vectors import normalize
 
 __all__ = ["BUILTIN", "MAX_QUERY_CHARS", "TextSearchEmbedder", "WINDOW_BATCHES", "calibration_texts",
@@ -148,14 +148,6 @@ class TextSearchEmbedder:
 
     def close(self) -> None:
         self.session.close()
-
-
-def _spec_dict(spec: Any) -> dict[str, Any]:
-    d = spec.to_dict()
-    for key in ("source", "weights"):  # absolute paths: the index may be used from another folder
-        if d.get(key) and Path(d[key]).expanduser().exists():
-            d[key] = str(Path(d[key]).expanduser().resolve())
-    return d
 
 
 def load_text_embedder(model: Any, engine: str = "auto", precision: str | None = None, threads: int | None = None,
