@@ -146,7 +146,8 @@ def capacity(args: argparse.Namespace) -> dict[str, Any]:
           f"(median ratio {ratio_direct and round(ratio_direct, 3)}x of {len(ratios)} rounds; goal >= 0.85), "
           f"through Serve's proxy {proxy}/s ({ratio_proxy and round(ratio_proxy, 3)}x)", flush=True)
     return {"max_rate_qps": best, "rounds": rounds, "ratio": ratio_proxy, "ratio_direct": ratio_direct,
-            "ratio_direct_range": [ratios[0], ratios[-1]] if ratios else None, "budget_ms": args.budget_ms}
+            "ratio_direct_range": [ratios[0], ratios[-1]] if ratios else None, "budget_ms": args.budget_ms,
+            "tolerance": args.tolerance}
 
 
 def _median(values: list[float]) -> float | None:
@@ -157,7 +158,8 @@ def _median(values: list[float]) -> float | None:
 def _find_max(url: str, args: argparse.Namespace, start_rate: float) -> float | None:
     async def go() -> float | None:
         target = await prepare(url)
-        rate, _ = await find_max(target, args.budget_ms, start_rate, args.step_s, max_steps=args.max_steps)
+        rate, _ = await find_max(target, args.budget_ms, start_rate, args.step_s, max_steps=args.max_steps,
+                                 tolerance=args.tolerance)
         return rate
 
     return _run(go())
@@ -318,9 +320,10 @@ def _readme(r: dict[str, Any]) -> list[dict[str, str]]:
 
         q = c["max_rate_qps"]
         lo_hi = c.get("ratio_direct_range")
+        tol = f", each rate searched to {c['tolerance']:.1%}" if c.get("tolerance") else ""
         out.append({"what": f"highest rate within p99 {c['budget_ms']:g} ms: effstack serve / Ray Serve direct ingress "
-                            f"(median of {len(c.get('rounds', []))} alternating rounds, both up) / through its proxy "
-                            "(once), queries/s",
+                            f"(median of {len(c.get('rounds', []))} alternating rounds, both up{tol}) / through "
+                            "its proxy (once), queries/s",
                     "figure": f"{_rate(q['effstack'])} / {_rate(q['ray_direct'])} ({x(c['ratio_direct'])}; goal "
                               f"0.85x) / {_rate(q['ray'])} ({x(c['ratio'])})",
                     "spread": f"rounds {lo_hi[0]:.3f}-{lo_hi[1]:.3f}x" if lo_hi else ""})
@@ -357,6 +360,8 @@ def main() -> int:
     p.add_argument("--step-s", type=float, default=10.0, help="seconds per load step / offline round")
     p.add_argument("--max-steps", type=int, default=6, help="find_max steps per server")
     p.add_argument("--start-rate", type=float, default=10.0, help="find_max's first rate (queries/s)")
+    p.add_argument("--tolerance", type=float, default=0.025,
+                   help="find_max stops once its pass/fail bracket is this narrow (0.025: rates within 2.5%%)")
     p.add_argument("--capacity-rounds", type=int, default=3,
                    help="alternating find_max rounds per server in the capacity section (ratio: their median)")
     p.add_argument("--low-rate", type=float, default=20.0, help="the overhead section's rate (queries/s)")

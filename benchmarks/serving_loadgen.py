@@ -105,6 +105,8 @@ def main() -> int:
                    "stopping needs about 460 queries before it can call a p99 VALID with no late one, more with some")
     p.add_argument("--connections", type=int, default=256)
     p.add_argument("--logs", default=str(LOGS / "loadgen"), help="LoadGen log folders go here")
+    p.add_argument("--serve-arg", action="append", default=[],
+                   help="extra flag for effstack serve (repeatable), e.g. --serve-arg=--admission-horizon=2")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
 
@@ -117,7 +119,7 @@ def main() -> int:
               f"{args.bound_ms:.1f} ms ({args.bound_x:g}x)", flush=True)
     result["bound_ms"] = round(args.bound_ms, 3)
     port = free_port()
-    proc = effstack_server(args, port, "--latency-budget", f"{args.bound_ms:.3f}ms")
+    proc = effstack_server(args, port, "--latency-budget", f"{args.bound_ms:.3f}ms", *args.serve_arg)
     try:
         name = model_name(args.model)
         info = server_info(port, name)
@@ -154,7 +156,8 @@ def main() -> int:
                  if "engine_batch1_p50_ms" in result else "LoadGen p99 bound", "figure": f"{args.bound_ms:.1f} ms"},
         {"what": "LoadGen Offline through the server, samples/s", "figure": f"{statistics.median(offs):.2f}",
          "spread": f"{min(offs):.2f}-{max(offs):.2f} over {len(runs)} runs"},
-        {"what": "highest VALID Server rate (0 errors), queries/s", "figure": f"{statistics.median(bests):.2f}",
+        {"what": "highest VALID Server rate (0 errors), queries/s"
+                 + (f"; server flags {' '.join(args.serve_arg)}" if args.serve_arg else ""), "figure": f"{statistics.median(bests):.2f}",
          "spread": f"{min(bests):.2f}-{max(bests):.2f}"},
         {"what": "Server / Offline, same run (goal >= 0.7)", "figure": f"{result['ratio_median']:.3f}",
          "spread": f"{result['ratio_min']:.3f}-{result['ratio_max']:.3f}: " + ", ".join(f"{r:.3f}" for r in ratios)},

@@ -213,6 +213,20 @@ def test_latency_budget_sizes_the_queue_to_what_it_can_clear():
     assert slow.admission_limit == 1  # nothing can wait behind a batch that takes most of the budget: one at least
 
 
+def test_admission_horizon_deepens_the_queue_and_is_checked():
+    curve = {1: 0.004, 8: 0.032}
+    base = dict(max_batch=8, latency_budget_s=0.050, latency_curve=curve, queue_capacity=1000)
+    assert BatchingPolicy(**base).admission_limit == 11
+    # Q * 4 ms + 4 ms <= 2 * 50 ms  ->  Q <= 24: a burst twice as deep waits instead of getting 503
+    deep = BatchingPolicy(**base, admission_horizon=2.0)
+    assert deep.admission_limit == 24
+    assert deep.admission_limit_at(2.0) == 11  # (100 - 8) ms / 8 ms per sample: the pace still shortens it
+    assert deep.batch_cap == BatchingPolicy(**base).batch_cap  # the horizon is about waiting, not batch size
+    for bad in (0.5, 0.99, 11.0):
+        with pytest.raises(ConfigError, match="admission horizon"):
+            BatchingPolicy(**base, admission_horizon=bad)
+
+
 def test_a_noisy_curve_is_smoothed_upwards():
     policy = BatchingPolicy(max_batch=8, latency_curve={1: 0.001, 2: 0.004, 4: 0.002, 8: 0.006})
     assert policy.latency(4) == 0.004 and policy.latency(3) == 0.004 and policy.latency(8) == 0.006

@@ -95,6 +95,13 @@ def test_serving_config_optional_and_named_bounds():
     with pytest.raises(ConfigError, match="latency curve must map batch >= 1"):
         ServingConfig(latency_budget_ms=50, latency_curve_ms={0: 2.0}).policy()
     assert ServingConfig(latency_budget_ms=50, latency_curve_ms={1: 0.0}).policy().batch_cap >= 1
+    # the admission horizon reaches the policy, and survives the serving.json round trip
+    deep = ServingConfig(latency_budget_ms=50, latency_curve_ms={1: 4.0}, admission_horizon=2)
+    assert deep.policy().admission_limit == 24 and deep.policy().admission_horizon == 2.0
+    assert ServingConfig.from_dict(json.loads(json.dumps(deep.to_dict()))) == deep
+    for bad in (True, "2", float("nan"), 0):
+        with pytest.raises(ConfigError, match="admission horizon must be"):
+            ServingConfig(admission_horizon=bad)
 
 
 def test_durations_bounds():
@@ -120,6 +127,10 @@ CLI_BOUNDS = [
     ("--max-queue-delay", "-1ms", "a duration must look like 50ms", "0ms", "max_queue_delay_ms", 0.0),
     ("--inline-below", "-0.1ms", "a duration must look like 50ms", "0", "inline_below_ms", 0.0),
     ("--latency-budget", "soon", "a duration must look like 50ms", "0.05s", "latency_budget_ms", 50.0),
+    ("--admission-horizon", "0.9", "admission horizon must be a number of budgets within 1..10", "1",
+     "admission_horizon", 1.0),
+    ("--admission-horizon", "10.5", "admission horizon must be a number of budgets within 1..10", "10",
+     "admission_horizon", 10.0),
 ]
 
 

@@ -15,7 +15,7 @@ from .common import add_model_options, parse_knobs
 _SERVING_FLAGS = {
     "engine": "engine", "precision": "precision", "max_batch": "max_batch", "instances": "instances",
     "threads": "threads", "queue_capacity": "queue_capacity", "priority_levels": "priority_levels",
-    "length_buckets": "length_buckets",
+    "length_buckets": "length_buckets", "admission_horizon": "admission_horizon",
 }
 _DURATION_FLAGS = {"latency_budget": "latency_budget_ms", "max_queue_delay": "max_queue_delay_ms",
                    "timeout": "timeout_ms", "inline_below": "inline_below_ms"}
@@ -65,6 +65,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "that sustains the highest rate within the latency budget")
     p.add_argument("--threads", type=int, help="compute threads in all, split between instances (default: all cores)")
     p.add_argument("--queue-capacity", type=int, help="samples that may wait before 503 (default 256)")
+    p.add_argument("--admission-horizon", type=float, metavar="BUDGETS",
+                   help="with --latency-budget: admit a request while it is predicted to finish within this many "
+                   "budgets (default 1: refuse what would miss the budget; 2 absorbs Poisson bursts when the "
+                   "budget is a p99, as in MLPerf's Server scenario)")
     p.add_argument("--timeout", metavar="DURATION", help="default per-request timeout (504 when it passes)")
     p.add_argument("--priority-levels", type=int, help="request priorities 1..N (default 1)")
     p.add_argument("--inline-below", metavar="DURATION",

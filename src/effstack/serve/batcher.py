@@ -98,6 +98,7 @@ __all__ = [
 EFFICIENCY_TOLERANCE = 0.05  # the batch cap: the smallest batch within this of the best cost per sample
 PACE_WEIGHT = 0.1  # weight of the newest batch in the moving average of observed / predicted compute time
 MIN_PACE = 0.5  # the queue is never assumed to clear faster than twice the curve's p99 pace
+MAX_HORIZON = 10.0  # admission may look at most this many budgets ahead (beyond it: a queue, not a budget)
 TOLERANCE_S = 1e-6  # timers fire up to a clock tick early, and float sums are not exact: launch within this
 MIN_COMPANY = 1.0  # budget mode waits for company only when at least this many samples are expected meanwhile
 RATE_WINDOW = 16  # the arrival rate is estimated over the last this many arrivals
@@ -147,6 +148,10 @@ class BatchingPolicy:
     queue_capacity: samples that may wait (not yet launched); beyond it requests are refused (503).
     instances: engine sessions working in parallel (used to size the budget-mode queue).
     budget_slack: fraction of the budget kept back for HTTP, parsing and scheduling jitter.
+    admission_horizon: budget mode: a request is admitted while it is predicted to finish within this many
+        budgets. 1 refuses every request predicted to miss the budget; above 1 the queue absorbs short bursts
+        (Poisson arrivals well under capacity), whose few late answers a p99 budget allows (1% may be late),
+        and refuses only when the queue would take longer, as under sustained overload.
     priority_levels: request priorities are 1 (most urgent) .. ``priority_levels``; 0 means the default.
     default_priority: the level of requests that give no priority (default: the lowest).
     length_buckets: increasing upper edges in tokens; requests are batched only with others of their bucket
@@ -163,6 +168,7 @@ class BatchingPolicy:
     queue_capacity: int = 256
     instances: int = 1
     budget_slack: float = 0.1
+    admission_horizon: float = 1.0
     priority_levels: int = 1
     default_priority: int | None = None
     length_buckets: tuple[int, ...] = ()
@@ -198,6 +204,8 @@ class BatchingPolicy:
             raise ConfigError(f"instances must be at least 1, got {self.instances}")
         if not 0 <= self.budget_slack < 1:
             raise ConfigError(f"budget slack must be within [0, 1), got {self.budget_slack}")
+        if not 1 <= self.admission_horizon <= MAX_HORIZON:
+            raise ConfigError(f"admission horizon must be within 1..{MAX_HORIZON:g} budgets, got {self.admission_horizon}")
         if self.priority_levels < 1:
             raise ConfigError(f"priority levels must be at least 1, got {self.priority_levels}")
         default = self.priority_levels if self.default_priority is None else self.default_priority
@@ -280,10 +288,10 @@ class BatchingPolicy:
         per_batch = max(self.cap_latency_s, 1e-9)
         pace = max(pace, MIN_PACE)
         # a request admitted behind Q samples waits ~Q / rate for them, then its own batch runs, and should
-        # still be done within the budget (the slack is for jitter at normal load, not for a full queue):
-        # Q / (instances * cap / (pace L)) + max(1, pace) L <= budget
-        depth = math.floor((self.latency_budget_s - per_batch * max(1.0, pace)) * self.instances * cap
-                           / (per_batch * pace))
+        # still be done within the budget (the slack is for jitter at normal load, not for a full queue),
+        # or within ``admission_horizon`` budgets: Q / (instances * cap / (pace L)) + max(1, pace) L <= H budget
+        horizon = self.latency_budget_s * self.admission_horizon
+        depth = math.floor((horizon - per_batch * max(1.0, pace)) * self.instances * cap / (per_batch * pace))
         return max(cap, min(self.queue_capacity, depth))
 
     @property
