@@ -409,7 +409,7 @@ def ceiling(args: argparse.Namespace, served: dict[str, Any] | None = None) -> d
 def auto_instances(args: argparse.Namespace) -> dict[str, Any]:
     """``--instances auto`` checked: per run, each layout served for real, its prediction against its measured rate."""
     from effstack.serve.config import ServingConfig
-    from effstack.serve.repository import pick_layout
+    from effstack.serve.repository import MIN_SIGMA, pick_layout
     from effstack.serve.simulate import ranking_agreement, sustainable_rate
 
     t_start = time.perf_counter()
@@ -437,8 +437,15 @@ def auto_instances(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 info = server_info(port, name)
                 curve = {int(b): ms / 1e3 for b, ms in info["latency_curve_ms"].items()}
-                # what auto computes for this layout: the batcher simulated on the curve the server measured
-                predicted[n] = sustainable_rate(ServingConfig.from_dict(info["serving"]).policy(curve), curve, n)
+                # what auto computes for this layout: the batcher (budgeting with the p99 curve) simulated on the
+                # medians and spread the server's warm-up measured (ModelRunner.sustainable_rate)
+                policy = ServingConfig.from_dict(info["serving"]).policy(curve)
+                if "median_curve_ms" in info:
+                    medians = {int(b): ms / 1e3 for b, ms in info["median_curve_ms"].items()}
+                    jitter = {int(b): max(v, MIN_SIGMA) for b, v in info["sigma_log"].items()}
+                    predicted[n] = sustainable_rate(policy, medians, n, jitter=jitter)
+                else:
+                    predicted[n] = sustainable_rate(policy, curve, n)
                 caps[n], curves[n] = int(info["batch_cap"]), info["latency_curve_ms"]
                 target = run(prepare(f"http://{HOST}:{port}", batch=1))
                 best, found = run(find_max(target, budget, start_qps, args.auto_step_s,

@@ -124,7 +124,8 @@ def main() -> int:
         name = model_name(args.model)
         info = server_info(port, name)
         result["server"] = {"batch_cap": info["batch_cap"], "latency_curve_ms": info["latency_curve_ms"],
-                            "instances": len(info["sessions"]), "layouts_tried": info["layouts_tried"]}
+                            "median_curve_ms": info.get("median_curve_ms"), "instances": len(info["sessions"]),
+                            "layouts_tried": info["layouts_tried"]}
         args.window = 2 * int(info["batch_cap"]) * len(info["sessions"])  # Offline's requests in flight at once
         print(f"server: batch cap {info['batch_cap']}, {len(info['sessions'])} instance(s)", flush=True)
         target = run(prepare(f"http://{HOST}:{port}", name))

@@ -156,6 +156,30 @@ def test_auto_instances_judge_each_layout_by_simulating_its_curve(tiny_cnn):
     assert no_budget.sustainable_rate() > 0 and no_budget.layouts == {}  # the curve's throughput, nothing tried
 
 
+def test_layouts_are_simulated_on_the_warm_up_medians_not_the_p99(tiny_cnn, monkeypatch):
+    import effstack.serve.simulate as sim
+    from effstack.serve.repository import MIN_SIGMA, Curve
+
+    config = ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances=1, max_batch=2,
+                           latency_budget_ms=50)
+    runner = ModelRunner.build(config, "cnn", model=tiny_cnn)
+    m = runner.measured
+    assert set(m.p99_s) == set(m.median_s) == set(m.sigma) == {1, 2}
+    assert all(m.median_s[b] <= m.p99_s[b] for b in m.p99_s) and runner.curve_s == m.p99_s
+    info = runner.model_config()["parameters"]["effstack"]["string_value"]
+    assert '"median_curve_ms"' in info and '"sigma_log"' in info
+    # a curve whose p99 (one stray run) is twice its median: the prediction follows the median
+    runner.measured = Curve(p99_s={1: 0.020, 2: 0.030}, median_s={1: 0.010, 2: 0.015}, sigma={1: 0.0, 2: 0.3})
+    seen = {}
+    monkeypatch.setattr(sim, "max_rate", lambda policy, curve, n, jitter: seen.update(curve=curve, jitter=jitter)
+                        or 1.0)
+    assert runner.sustainable_rate() == 1.0
+    assert seen == {"curve": {1: 0.010, 2: 0.015}, "jitter": {1: MIN_SIGMA, 2: 0.3}}
+    runner.measured = None  # a runner built on a given curve simulates that curve
+    runner.sustainable_rate()
+    assert seen["curve"] == runner.curve_s
+
+
 def test_auto_instances_in_the_config_and_the_command_line(capsys):
     from effstack.cli.main import main
     from effstack.errors import ConfigError

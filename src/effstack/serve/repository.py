@@ -38,15 +38,19 @@ from ..errors import ConfigError, UnknownModelError, suggest
 from .config import AUTO, ServingConfig
 from .errors import ModelNotReady
 from .protocol import TensorMeta, datatype_of
+from .simulate import curve_stats
 from .text import OFF_LOOP_CHARS, TEXT_INPUT, TEXT_OUTPUT, TextFrontEnd, resolve_buckets, text_info, warm_widths
 from .workers import Batcher, lower_priority, pad_collate, thread_ids
 
-__all__ = ["BySize", "CURVE_REPEATS", "ModelRepository", "ModelRunner", "ModelState", "pick_layout", "resolve_target"]
+__all__ = ["BySize", "CURVE_REPEATS", "Curve", "ModelRepository", "ModelRunner", "ModelState", "pick_layout",
+           "resolve_target"]
 
 log = logging.getLogger("effstack.serve")
 
 AUTO_MARGIN = 0.05  # instances="auto": layouts predicted within this of the best count as equal
 CURVE_REPEATS = 5  # timed runs per measured batch size; the curve takes their p99 (about their maximum)
+MIN_SIGMA = 0.05  # the least spread (sigma of the log) the layout simulation draws batch times with: five runs on
+# a quiet machine see less spread than a server's batches show under load
 VERSION = "1"
 # engines whose sessions are set up for the batch they are loaded for, whose batch-1 setup may run a lone sample
 # faster (OpenVINO: the LATENCY hint at batch 1, THROUGHPUT above; see BySize), and the settings that tell
@@ -81,14 +85,15 @@ class ModelRunner:
 
     def __init__(self, name: str, config: ServingConfig, model: Any, sessions: Sequence[Any],
                  curve_s: dict[int, float], output: TensorMeta, owners: Sequence[Any] | None = None,
-                 text: TextFrontEnd | None | str = "derive"):
+                 text: TextFrontEnd | None | str = "derive", measured: Curve | None = None):
         self.name = name
         self.version = VERSION
         self.config = config
         self.model = model
         self.sessions = list(sessions)
         self.owners = list(owners) if owners is not None else []  # sessions that the instances share
-        self.curve_s = curve_s
+        self.curve_s = curve_s  # p99 seconds per batch size: what the policy budgets with
+        self.measured = measured  # the warm-up's medians and spread (None for runners built on given curves)
         self.text = _front_end(model, config) if text == "derive" else text
         spec = model.input
         if isinstance(self.text, TextFrontEnd):
@@ -136,7 +141,7 @@ class ModelRunner:
             engine = get_engine(_auto_engine() if config.engine == "auto" else config.engine)
             sessions, owners = _load_instances(engine, model, config)
         try:
-            curve, output = warm_up(sessions, model.input, config.max_batch, warm_width=width)
+            measured, output = warm_up(sessions, model.input, config.max_batch, warm_width=width)
         except BaseException:
             for s in [*sessions, *owners]:
                 s.close()
@@ -144,8 +149,9 @@ class ModelRunner:
         if loaded:  # the engines' own worker threads, started by the load and the first runs
             lower_priority(thread_ids() - before)
         log.info("%s: warmed up batch 1..%d on %d instance(s); p99 curve %s", name or model.name, config.max_batch,
-                 len(sessions), {b: f"{s * 1e3:.2f} ms" for b, s in curve.items()})
-        return cls(name or config.name or model.name, config, model, sessions, curve, output, owners, text=text)
+                 len(sessions), {b: f"{s * 1e3:.2f} ms" for b, s in measured.p99_s.items()})
+        return cls(name or config.name or model.name, config, model, sessions, measured.p99_s, output, owners,
+                   text=text, measured=measured)
 
     @classmethod
     def _build_best(cls, config: ServingConfig, name: str | None, model: Any) -> ModelRunner:
@@ -156,6 +162,12 @@ class ModelRunner:
         depends least on the curve's shape, which five timed runs per batch size measure only roughly (here one
         2-thread instance and two 1-thread streams were predicted within 0.2% of each other; the one instance,
         batch cap 3, then held its 350 ms p99 up to 13.6/s, where the two streams typically hold 21-23/s).
+
+        Each layout is simulated on its warm-up's *median* batch times spread by their measured sigma (at least
+        :data:`MIN_SIGMA`), as ``benchmarks/serving.py`` validates the simulation, not on the p99 curve the
+        policy budgets with: the p99 of five runs is about their maximum, one stray slow run moved a layout's
+        prediction by a fifth (ResNet-50 INT8 on Zen 4, one 2-thread instance: 52.5/s predicted on one
+        warm-up, 63.6/s on the next; LoadGen then held 70/s with it, 63/s with two 1-thread instances).
         """
         runners: list[ModelRunner] = []
         rates: dict[int, float] = {}
@@ -181,11 +193,15 @@ class ModelRunner:
 
     def sustainable_rate(self) -> float:
         """Samples/s this layout is predicted to sustain: with a latency budget, the highest Poisson rate whose
-        simulated p99 (the batcher's own rules on the measured curve) meets it; without one, the curve's best
-        throughput over all instances."""
+        simulated p99 (the batcher's own rules on the measured curve: its medians spread by their sigma where
+        the warm-up measured them, else the p99 curve) meets it; without one, the curve's best throughput over
+        all instances."""
         from .simulate import sustainable_rate
 
-        return sustainable_rate(self.policy, self.curve_s, len(self.sessions))
+        if self.measured is None:
+            return sustainable_rate(self.policy, self.curve_s, len(self.sessions))
+        return sustainable_rate(self.policy, self.measured.median_s, len(self.sessions),
+                                jitter=self.measured.jitter())
 
     def close(self) -> None:
         """Close the sessions (a runner that never started, or after :meth:`stop` drained it)."""
@@ -243,6 +259,9 @@ class ModelRunner:
             "parameters": {"effstack": {"string_value": _json({
                 "serving": self.config.to_dict(), "batch_cap": self.policy.batch_cap,
                 "latency_curve_ms": {str(b): round(s * 1e3, 4) for b, s in self.curve_s.items()},
+                **({} if self.measured is None else {
+                    "median_curve_ms": {str(b): round(s * 1e3, 4) for b, s in self.measured.median_s.items()},
+                    "sigma_log": {str(b): round(v, 4) for b, v in self.measured.sigma.items()}}),
                 "sessions": [s.settings() for s in self.sessions],
                 "text": None if self.text is None else {
                     "max_length": self.text.max_length, "pad_id": self.text.pad_id,
@@ -353,10 +372,22 @@ class ModelState(NamedTuple):
     ready: bool = False
 
 
+class Curve(NamedTuple):
+    """Batch times the warm-up measured, in seconds per batch size (each the worst session's)."""
+
+    p99_s: dict[int, float]  # what the latency-budget policy budgets with
+    median_s: dict[int, float]  # what the layout simulation runs
+    sigma: dict[int, float]  # the spread of the log of the times
+
+    def jitter(self) -> dict[int, float]:
+        """The spread the simulation draws batch times with: the measured sigma, at least :data:`MIN_SIGMA`."""
+        return {b: max(v, MIN_SIGMA) for b, v in self.sigma.items()}
+
+
 def warm_up(sessions: Sequence[Any], spec: Any, max_batch: int,
-            repeats: int = CURVE_REPEATS, warm_width: int | None = None) -> tuple[dict[int, float], TensorMeta]:
+            repeats: int = CURVE_REPEATS, warm_width: int | None = None) -> tuple[Curve, TensorMeta]:
     """Run every batch size 1..max_batch on every session (all sessions at once, as when serving), then
-    time the sizes 1, 2, 4, ..., max_batch; return the p99 curve in seconds (worst session) and the
+    time the sizes 1, 2, 4, ..., max_batch; return the measured :class:`Curve` (worst session) and the
     output's metadata. ``warm_width`` (token ids, whose sequence axis is dynamic): the sizes are run that many
     tokens wide, and the curve is timed at the full width (``spec.shape``), the worst case.
 
@@ -364,7 +395,7 @@ def warm_up(sessions: Sequence[Any], spec: Any, max_batch: int,
         ConfigError: the session's output does not keep the batch axis first.
     """
     timer = Timer(warmup_iters=1, warmup_s=0.0)
-    curves: list[dict[int, float]] = [{} for _ in sessions]
+    laps_ns: list[dict[int, list[float]]] = [{} for _ in sessions]
     outputs: list[Any] = [None] * len(sessions)
     examples = {b: spec.example(b, seed=b) for b in range(1, max_batch + 1)}
     warm = examples if warm_width is None else {b: np.ascontiguousarray(x[:, :warm_width]) for b, x in examples.items()}
@@ -378,11 +409,14 @@ def warm_up(sessions: Sequence[Any], spec: Any, max_batch: int,
             if b == 1:
                 outputs[i] = y
         for b in _curve_sizes(max_batch):
-            laps = timer.loop(lambda x=examples[b]: session.run(x), iterations=repeats)
-            curves[i][b] = percentile(laps, 99) / 1e9
+            laps_ns[i][b] = list(timer.loop(lambda x=examples[b]: session.run(x), iterations=repeats))
 
     run_on_each(sessions, one, "effstack-warmup")
-    curve = {b: max(c[b] for c in curves) for b in curves[0]}
+    stats = [curve_stats({b: np.asarray(v) / 1e9 for b, v in laps.items()}) for laps in laps_ns]
+    sizes = list(laps_ns[0])
+    curve = Curve(p99_s={b: max(percentile(laps[b], 99) for laps in laps_ns) / 1e9 for b in sizes},
+                  median_s={b: max(st[b]["median_ms"] for st in stats) / 1e3 for b in sizes},
+                  sigma={b: max(st[b]["sigma_log"] for st in stats) for b in sizes})
     y = outputs[0]
     return curve, TensorMeta("output", datatype_of(y.dtype), [-1, *y.shape[1:]])
 

@@ -143,13 +143,14 @@ def max_rate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
     return lo
 
 
-def sustainable_rate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: int) -> float:
-    """Samples/s ``instances`` running ``curve_s`` are predicted to sustain under ``policy`` (what
-    ``--instances auto`` ranks layouts by): with a latency budget, :func:`max_rate` (the batcher's own rules on
-    the curve, Poisson load); without one, the curve's best throughput over all instances (:func:`peak_rate`)."""
+def sustainable_rate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: int,
+                     jitter: Jitter = 0.1) -> float:
+    """Samples/s ``instances`` running ``curve_s`` (spread by ``jitter``) are predicted to sustain under ``policy``
+    (what ``--instances auto`` ranks layouts by): with a latency budget, :func:`max_rate` (the batcher's own rules
+    on the curve, Poisson load); without one, the curve's best throughput over all instances (:func:`peak_rate`)."""
     if policy.latency_budget_s is None:
         return peak_rate(curve_s, instances, policy.max_batch)
-    return max_rate(policy, curve_s, instances)
+    return max_rate(policy, curve_s, instances, jitter=jitter)
 
 
 def curve_stats(laps_s: Mapping[int, Sequence[float]]) -> dict[int, dict[str, float]]:
