@@ -240,3 +240,18 @@ def test_one_session_serves_every_size_where_batch_1_would_be_set_up_alike(tiny_
         import asyncio
 
         asyncio.run(runner.stop())
+
+
+def test_served_onnxruntime_threads_do_not_spin_unless_the_user_asks(tiny_cnn):
+    pytest.importorskip("onnxruntime")
+    from effstack.engines import get_engine
+
+    assert get_engine("null").serving_knobs() == {}
+    config = ServingConfig(model="effstack.testing:tiny_cnn", engine="onnxruntime", instances=2, max_batch=2)
+    runner = ModelRunner.build(config, "cnn", model=tiny_cnn)
+    assert [s.settings()["spinning"] for s in runner.sessions] == [False, False]
+    runner.close()
+    mine = ModelRunner.build(ServingConfig(model="effstack.testing:tiny_cnn", engine="onnxruntime", max_batch=2,
+                                           knobs={"spinning": True}), "cnn", model=tiny_cnn)
+    assert mine.sessions[0].settings()["spinning"] is True  # the user's knob wins
+    mine.close()

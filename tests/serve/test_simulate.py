@@ -6,8 +6,8 @@ import pytest
 
 from effstack.serve.batcher import BatchingPolicy
 from effstack.serve.repository import pick_layout
-from effstack.serve.simulate import (curve_stats, max_rate, measured_curve, ranking_agreement, simulate,
-                                     sustainable_rate)
+from effstack.serve.simulate import (curve_stats, max_rate, measured_curve, queueing_bound, ranking_agreement,
+                                     simulate, sustainable_rate)
 
 
 def test_light_load_waits_for_nothing_and_overload_is_refused_not_queued():
@@ -118,3 +118,21 @@ def test_sustainable_rate_with_and_without_a_budget():
     assert sustainable_rate(budget, curve, 2) == max_rate(budget, curve, 2)
     free = BatchingPolicy(max_batch=8, latency_curve=curve, instances=2)
     assert sustainable_rate(free, curve, 2) == pytest.approx(2 / 0.060)
+
+
+def test_the_queueing_bound_is_the_m_d_1_p99_and_no_simulated_server_beats_it():
+    # M/D/1 at 10 ms per sample: p99 sojourn within 10 sample-times near 0.77 load, within 20 near 0.89
+    assert queueing_bound(100.0, 0.100) == pytest.approx(77.0, abs=1.5)
+    assert queueing_bound(100.0, 0.200) == pytest.approx(89.0, abs=1.5)
+    assert queueing_bound(100.0, 0.005) == 0.0  # a budget below one sample's time holds nothing
+    assert queueing_bound(100.0, 0.100, seed=1) == pytest.approx(queueing_bound(100.0, 0.100), rel=0.02)
+    # the batcher on a curve whose per-sample time never beats 10 ms, however it batches, misses the budget a
+    # little above the bound (queueing, not the batcher: no spread, no overhead)
+    curve = {1: 0.010, 2: 0.020, 4: 0.040, 8: 0.080}
+    policy = BatchingPolicy(max_batch=8, latency_budget_s=0.100, latency_curve=curve, admission_horizon=2.0)
+    above = simulate(policy, curve, 1, rate=1.1 * queueing_bound(100.0, 0.100), seconds=600, jitter=0.0,
+                     overhead_s=0.0)
+    assert above["p99_ms"] > 100.0
+    for bad in ((0.0, 0.1), (100.0, 0.0), (float("nan"), 0.1)):
+        with pytest.raises(ValueError, match="positive"):
+            queueing_bound(*bad)

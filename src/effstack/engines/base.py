@@ -167,6 +167,11 @@ class Engine(ABC):
     def load(self, model: "LoadedModel", options: SessionOptions) -> Session:
         """Build a session for ``model`` (exporting or compiling as needed)."""
 
+    def serving_knobs(self) -> dict[str, Any]:
+        """Knobs a session built to be served gets unless the user set them: a server's event loop shares the
+        cores with the engine's threads (none by default)."""
+        return {}
+
     def shared_instance_knobs(self, n: int) -> dict[str, Any] | None:
         """Knobs under which one session serves ``n`` instances through :meth:`Session.instances`, or None
         when this engine's instances must be separate sessions (the default)."""

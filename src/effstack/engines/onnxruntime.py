@@ -117,6 +117,13 @@ class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     precisions = ("fp32", "int8")
 
+    def serving_knobs(self) -> dict[str, Any]:
+        """Served, the worker threads do not spin while waiting for work. Spinning threads keep their cores busy
+        between runs, so the server's event loop waits for a core to read, batch and answer requests: on 2 vCPUs
+        (Zen 4) one 2-thread session of EfficientNet-Lite0 fp32 held p99 130 ms up to 63.8/s spinning and
+        112.5/s not (p50 at 60/s: 32.4 against 13.5 ms)."""
+        return {"spinning": False}
+
     def load(self, model: "LoadedModel", options: SessionOptions) -> "OnnxRuntimeSession":
         """Export (cached), quantize for int8 (cached), and open an InferenceSession.
 

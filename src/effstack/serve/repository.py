@@ -299,13 +299,14 @@ def _load_instances(engine: Any, model: Any, config: ServingConfig) -> tuple[lis
     """
     from ..engines import SessionOptions
 
+    knobs = {**engine.serving_knobs(), **config.knobs}  # the user's knobs win
     shared_knobs = engine.shared_instance_knobs(config.instances) if config.instances > 1 else None
-    if shared_knobs is not None and not set(shared_knobs) & set(config.knobs):  # the user's knobs win
+    if shared_knobs is not None and not set(shared_knobs) & set(config.knobs):
         owner = engine.load(model, SessionOptions(precision=config.precision, threads=config.threads,
-                                                  batch=config.max_batch, knobs={**config.knobs, **shared_knobs}))
+                                                  batch=config.max_batch, knobs={**knobs, **shared_knobs}))
         return owner.instances(config.instances), [owner]
     options = SessionOptions(precision=config.precision, threads=config.threads_per_instance(),
-                             batch=config.max_batch, knobs=dict(config.knobs))
+                             batch=config.max_batch, knobs=knobs)
     sessions: list[Any] = []
     try:
         for _ in range(config.instances):

@@ -29,8 +29,8 @@ import numpy as np
 from .batcher import BatchingPolicy, BatchQueue, Pending, decide, expired_head, interpolate
 from .errors import QueueFull
 
-__all__ = ["curve_stats", "max_rate", "measured_curve", "peak_rate", "ranking_agreement", "simulate",
-           "sustainable_rate"]
+__all__ = ["curve_stats", "max_rate", "measured_curve", "peak_rate", "queueing_bound", "ranking_agreement",
+           "simulate", "sustainable_rate"]
 
 Jitter = Union[float, Mapping[int, float]]  # sigma of the log of batch time: one figure, or per batch size
 
@@ -140,6 +140,41 @@ def max_rate(policy: BatchingPolicy, curve_s: Mapping[int, float], instances: in
             lo = mid
         else:
             hi = mid
+    return lo
+
+
+def queueing_bound(offline_rate: float, budget_s: float, quantile: float = 99.0, requests: int = 200_000,
+                   seed: int = 0, tolerance: float = 0.002) -> float:
+    """The highest Poisson rate *any* server of this engine could hold within ``budget_s`` at ``quantile``: a
+    single first-come-first-served queue whose every sample costs exactly the offline time ``1 / offline_rate``,
+    with no overhead, no spread and no wait for company (M/D/1). A real server spends at least the offline time
+    per sample, and a batch's samples leave when the whole batch is done, so none holds more; the gap between
+    this bound and the offline rate is queueing under Poisson arrivals, which no batcher removes.
+
+    Sojourn times follow Lindley's recursion, vectorised: with ``C`` the running sum of service minus
+    inter-arrival time, the wait of request ``n`` is ``C[n] - min(C[:n+1])``.
+
+    Example (a budget of 10 sample-times holds about 0.77 of the offline rate):
+        >>> round(queueing_bound(100.0, 0.100) / 100.0, 2)
+        0.77
+    """
+    if not (offline_rate > 0 and budget_s > 0):
+        raise ValueError("queueing_bound needs a positive offline rate and budget")
+    service = 1.0 / offline_rate
+    if budget_s < service:
+        return 0.0
+    gaps = np.random.default_rng(seed).exponential(1.0, requests)  # inter-arrival times at rate 1, scaled below
+    skip = requests // 100  # the start, when the queue is still empty, is left out
+
+    def held(rate: float) -> bool:
+        c = np.concatenate(([0.0], np.cumsum(service - gaps[1:] / rate)))
+        sojourn = c - np.minimum.accumulate(c) + service
+        return float(np.percentile(sojourn[skip:], quantile)) <= budget_s
+
+    lo, hi = 0.0, offline_rate
+    while hi - lo > tolerance * offline_rate:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if held(mid) else (lo, mid)
     return lo
 
 
