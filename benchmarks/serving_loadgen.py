@@ -158,8 +158,8 @@ def main() -> int:
         {"what": "LoadGen Offline through the server, samples/s", "figure": f"{statistics.median(offs):.2f}",
          "spread": f"{min(offs):.2f}-{max(offs):.2f} over {len(runs)} runs"},
         {"what": "highest VALID Server rate (0 errors), queries/s"
-                 + (f"; server flags {' '.join(args.serve_arg)}" if args.serve_arg else ""), "figure": f"{statistics.median(bests):.2f}",
-         "spread": f"{min(bests):.2f}-{max(bests):.2f}"},
+                 + (f"; server flags {' '.join(args.serve_arg)}" if args.serve_arg else ""),
+         "figure": f"{statistics.median(bests):.2f}", "spread": f"{min(bests):.2f}-{max(bests):.2f}"},
         {"what": "Server / Offline, same run (goal >= 0.7)", "figure": f"{result['ratio_median']:.3f}",
          "spread": f"{result['ratio_min']:.3f}-{result['ratio_max']:.3f}: " + ", ".join(f"{r:.3f}" for r in ratios)},
     ]

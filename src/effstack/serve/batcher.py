@@ -205,7 +205,8 @@ class BatchingPolicy:
         if not 0 <= self.budget_slack < 1:
             raise ConfigError(f"budget slack must be within [0, 1), got {self.budget_slack}")
         if not 1 <= self.admission_horizon <= MAX_HORIZON:
-            raise ConfigError(f"admission horizon must be within 1..{MAX_HORIZON:g} budgets, got {self.admission_horizon}")
+            raise ConfigError(f"admission horizon must be within 1..{MAX_HORIZON:g} budgets, "
+                              f"got {self.admission_horizon}")
         if self.priority_levels < 1:
             raise ConfigError(f"priority levels must be at least 1, got {self.priority_levels}")
         default = self.priority_levels if self.default_priority is None else self.default_priority
