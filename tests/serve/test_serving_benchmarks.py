@@ -1,15 +1,20 @@
-"""benchmarks/serving_stages.py: several runs judged on their medians (the goals of issue 17, item 1)."""
+"""The serving benchmarks' own arithmetic: serving_stages judges runs on their medians (issue 17, item 1);
+serving_cpu splits a server's CPU time between its event loop and its other threads."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 
-def _stages(monkeypatch):
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "serving_stages.py"
-    spec = importlib.util.spec_from_file_location("serving_stages_benchmark", path)
+
+def _stages(monkeypatch, name: str = "serving_stages"):
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the benchmark puts its folder first; undone after
@@ -35,3 +40,21 @@ def test_the_median_run_is_kept_and_the_goals_are_judged_on_the_medians(monkeypa
     assert len(r["runs"]) == 3 and "+3.00" in r["readme"][1]["spread"] and r["readme"][2]["figure"] == "1.40x"
     failing = bench.summarise([_run(2.5, 1.2)])
     assert failing["median_goals"]["pass"] is False  # 2.5 ms over the engine: one run, judged as it is
+
+
+def test_cpu_time_splits_into_the_event_loop_and_the_other_threads(monkeypatch):
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("no /proc here")
+    bench = _stages(monkeypatch, "serving_cpu")
+    before, after = {10: 1.0, 11: 2.0}, {10: 1.5, 11: 2.25, 12: 0.5}  # thread 12 started between the readings
+    assert bench.split(10, before, after) == {"event_loop": 0.5, "engine_and_other_threads": 0.75}
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        now = bench.thread_cpu_s(os.getpid())
+        assert os.getpid() in now and threading.get_native_id() in now and worker.native_id in now
+        assert all(v >= 0 for v in now.values())
+    finally:
+        stop.set()
+        worker.join()
