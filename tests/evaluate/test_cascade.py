@@ -222,3 +222,86 @@ def test_cli_on_photos_keeps_each_photos_variants_on_one_side(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["split"] == {"calibration": 3, "test": 3, "grouped": True, "seed": 0, "groups": 2}
     assert doc["scored_as"] == AGREEMENT
+
+
+def test_held_out_keeps_only_calibration_side_photos_of_the_same_set():
+    from argparse import Namespace
+
+    from effstack.cli.cascade import _held_out
+
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    test = np.array([2, 3])  # photo 1's variants
+    same = Namespace(data="photos:all?n=2", train_data="photos:all?n=4&split=train")
+    keep = _held_out(same, np.array([0, 1, 2, 1, 0]), groups, test)
+    assert keep.tolist() == [True, False, True, False, True]
+    other = Namespace(data="photos:all?n=2", train_data="photos:sklearn?n=4&split=train")
+    assert _held_out(other, np.array([0, 1]), groups, test) is None  # group ids of another set mean other photos
+    assert _held_out(Namespace(data="d.npz", train_data="t.npz"), None, None, test) is None
+
+
+def test_cli_distills_the_small_model_on_calibration_side_photos_only(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("effstack.data.photos")
+    pytest.importorskip("sklearn")
+    import effstack.ladder.pipeline as pipeline
+    from effstack.cli.main import main
+
+    seen = {}
+    real = pipeline.distill_student
+
+    def spy(teacher, student, inputs, **kw):
+        seen["inputs"], seen["kw"] = np.array(inputs), kw
+        return real(teacher, student, inputs, **kw)
+
+    monkeypatch.setattr(pipeline, "distill_student", spy)
+    out = tmp_path / "c.json"
+    args = ["cascade", "effstack.testing:tiny_cnn", "effstack.testing:tiny_resnet", "--data", "photos:sklearn?n=3",
+            "--engine", "torch", "--batches", "2", "--seconds", "0.02", "--repeats", "1", "--json", str(out)]
+    assert main(args + ["--distill-epochs", "1", "--train-data", "photos:sklearn?n=4&split=train",
+                        "--small-size", "16"]) == 0
+    text = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    s = doc["student"]
+    assert doc["small"] == "tiny_cnn-distilled" and s["epochs"] == 1 and s["runs_at"] == [16, 16]
+    assert (s["held_out"], s["train_inputs"], s["test_photos_unseen"]) == (4, 4, True)
+    assert seen["inputs"].shape == (4, 3, 32, 32) and seen["kw"]["student_size"] == 16
+    assert doc["split"] == {"calibration": 3, "test": 3, "grouped": True, "seed": 0, "groups": 2}
+    assert doc["readme"][0]["what"] == "small model" and "unseen" in doc["readme"][0]["figure"]
+    assert "distilled from the big one at 16x16" in text
+    # the test photo's edits are the ones left out: the kept ones are the calibration photo's training edits
+    from effstack.cli.cascade import _read
+    from effstack.evaluate.cascade import split_calibration
+    from effstack.models import load_model
+
+    big = load_model("effstack.testing:tiny_resnet")
+    _, _, groups = _read("photos:sklearn?n=3", big)
+    cal, _ = split_calibration(len(groups), groups, 0.5, 0)
+    xt, _, gt = _read("photos:sklearn?n=4&split=train", big)
+    np.testing.assert_array_equal(seen["inputs"], xt[gt == groups[cal][0]])
+
+
+def test_cli_small_size_alone_adapts_without_training(tmp_path):
+    pytest.importorskip("effstack.data.photos")
+    pytest.importorskip("sklearn")
+    from effstack.cli.main import main
+
+    out = tmp_path / "c.json"
+    assert main(["cascade", "effstack.testing:tiny_cnn", "effstack.testing:tiny_resnet", "--data",
+                 "photos:sklearn?n=3", "--engine", "torch", "--batches", "2", "--seconds", "0.02", "--repeats", "1",
+                 "--small-size", "16", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["small"] == "tiny_cnn@16" and doc["student"] == {"epochs": 0, "runs_at": [16, 16]}
+    assert "at 16x16" in doc["readme"][0]["figure"] and "not retrained" in doc["readme"][0]["figure"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--distill-epochs", "2"], "needs --train-data"),
+    (["--train-data", "photos:sklearn?split=train"], "only read to distill"),
+    (["--distill-epochs", "-1"], "0 or more"),
+    (["--small-size", "4"], "at least 8 pixels"),
+])
+def test_cli_student_options_are_checked_before_loading(extra, words, capsys):
+    from effstack.cli.main import main
+
+    assert main(["cascade", "no.such:model", "effstack.testing:tiny_resnet", "--data", "d.npz"] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and words in err

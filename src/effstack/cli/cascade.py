@@ -7,6 +7,11 @@ loses at most --max-drop points against the big model, and judged on the test ha
 comes from each model's best measured throughput on this machine (escalated queries batched separately for the
 big model; the small model runs on every query), and in GMAC. Accuracy is top-1 against the data's labels, or
 top-1 agreement with the big model when the data has none (or with --agreement).
+
+--distill-epochs first fine-tunes the small model on the big model's outputs over --train-data (unlabelled
+images, read at the big model's input; the small model keeps its own side behind a resize, or runs at
+--small-size). When both specs are photos: specs of the same photographs, the edits of the photos on the test
+side are left out of training, so the test judges the student on photographs it has never seen.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from .common import int_list
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cascade", help="small model when confident, else big: accuracy and cost per 1,000 queries",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+                       description="\n\n".join(__doc__.split("\n\n")[1:]) if __doc__ else None)
     p.add_argument("small", help="the small model: a name (efficientnet_lite0), a file, or package.module:factory")
     p.add_argument("big", help="the big model, in the same forms")
     p.add_argument("--data", required=True, help="an .npz file (x, optional y and groups), an image folder, or a "
@@ -41,6 +46,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per batch size (default 3)")
     p.add_argument("--threads", type=int, help="compute threads (default: all cores)")
     p.add_argument("--speedup-goal", type=float, default=2.0, help="cheaper than the big model by this (default 2)")
+    p.add_argument("--distill-epochs", type=int, default=0, help="fine-tune the small model on the big model's "
+                   "outputs for this many epochs first (default 0: the small model as given)")
+    p.add_argument("--train-data", help="unlabelled images to distill on (e.g. photos:all?n=24&split=train); "
+                   "edits of test-side photos are left out")
+    p.add_argument("--small-size", type=int, help="the side the small model runs at, resized inside the model from "
+                   "the big model's input (default: its own side; implied by --distill-epochs)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--html", metavar="PATH", help="write the result and the threshold curve as an HTML page")
     p.set_defaults(func=cmd_cascade)
@@ -105,6 +116,60 @@ def _logits(model: Any, engine: str, x: np.ndarray, threads: int | None) -> np.n
         return run_batches(session, x, chunk=32)
 
 
+def _check_student_args(args: argparse.Namespace) -> None:
+    if args.distill_epochs < 0:
+        raise InputError(f"--distill-epochs must be 0 or more, got {args.distill_epochs}; e.g. 3")
+    if args.small_size is not None and args.small_size < 8:
+        raise InputError(f"--small-size must be a side of at least 8 pixels, got {args.small_size}; e.g. 192")
+    if args.distill_epochs and not args.train_data:
+        raise InputError("--distill-epochs needs --train-data: unlabelled images to distill on, e.g. "
+                         "--train-data 'photos:all?n=24&split=train'")
+    if args.train_data and not args.distill_epochs:
+        raise InputError("--train-data is only read to distill; add --distill-epochs N (e.g. 3)")
+
+
+def _held_out(args: argparse.Namespace, train_groups: Any, groups: Any, test: np.ndarray) -> np.ndarray | None:
+    """A mask over the training samples keeping those of photos not on the test side, or None when the two data
+    sets do not name the same photographs (then the user keeps them apart)."""
+    from ..data.spec import parse_data_spec
+
+    if train_groups is None or groups is None or not (args.data.startswith("photos:")
+                                                      and args.train_data.startswith("photos:")):
+        return None
+    if parse_data_spec(args.data).target != parse_data_spec(args.train_data).target:
+        return None
+    return ~np.isin(train_groups, np.unique(groups[test]))
+
+
+def _student(args: argparse.Namespace, small: Any, big: Any, groups: Any,
+             test: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """The small model made to take the big model's input (at ``--small-size``), distilled from the big one on
+    ``--train-data`` when ``--distill-epochs`` asks: ``(LoadedModel, what was done)``."""
+    from ..ladder.pipeline import distill_student
+    from ..models import from_module
+    from ..models.adapt import adapt_input
+
+    if not args.distill_epochs:
+        size = (args.small_size, args.small_size)
+        module = adapt_input(small.module, small.input, big.input, size)
+        return from_module(module, big.input, f"{small.name}@{args.small_size}"), \
+            {"epochs": 0, "runs_at": list(size)}
+    xt, _, gt = _read(args.train_data, big)
+    keep = _held_out(args, gt, groups, test)
+    if keep is not None:
+        xt = xt[keep]
+    if len(xt) == 0:
+        raise InputError(f"--train-data {args.train_data!r} holds no image of a calibration-side photo; give more "
+                         "photos (e.g. photos:all) or a larger --calibration share")
+    print(f"distilling {small.name} from {big.name} on {len(xt)} images, {args.distill_epochs} epoch(s)"
+          + ("" if keep is None else f" ({int((~keep).sum())} edits of test-side photos left out)"), flush=True)
+    out, info = distill_student(big, small, xt, epochs=args.distill_epochs, student_size=args.small_size,
+                                name=f"{small.name}-distilled")
+    info.update(train_data=args.train_data, held_out=None if keep is None else int((~keep).sum()),
+                test_photos_unseen=keep is not None)
+    return out, info
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     """Load, run, split, choose, time and judge: ``(the JSON document, CascadeResult, ThresholdChoice)``."""
     from ..engines import canonical
@@ -114,17 +179,25 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     from ..serve.repository import _auto_engine
 
     max_drop = parse_max_drop(args.max_drop)  # a bad value fails before any model loads
+    _check_student_args(args)
     engine = canonical(_auto_engine() if args.engine == "auto" else args.engine)
     small, big = load_model(args.small), load_model(args.big)
-    xs, ys, groups = _read(args.data, small)
-    xb, yb, groups_b = (xs, ys, groups) if _same_input(small.input, big.input) else _read(args.data, big)
-    if len(xb) != len(xs) or (groups is None) != (groups_b is None) or \
-            (groups is not None and not np.array_equal(groups, groups_b)):
-        raise InputError(f"data {args.data!r} gave different samples at the two models' sizes "
-                         f"({len(xs)} and {len(xb)}); give data that reads the same at every size")
+    student = None
+    if args.distill_epochs or args.small_size:  # the small model takes the big one's input from here on
+        xb, yb, groups = _read(args.data, big)
+        cal, test = split_calibration(len(xb), groups, args.calibration, args.seed)
+        small, student = _student(args, small, big, groups, test)
+        xs, ys = xb, yb
+    else:
+        xs, ys, groups = _read(args.data, small)
+        xb, yb, groups_b = (xs, ys, groups) if _same_input(small.input, big.input) else _read(args.data, big)
+        if len(xb) != len(xs) or (groups is None) != (groups_b is None) or \
+                (groups is not None and not np.array_equal(groups, groups_b)):
+            raise InputError(f"data {args.data!r} gave different samples at the two models' sizes "
+                             f"({len(xs)} and {len(xb)}); give data that reads the same at every size")
+        cal, test = split_calibration(len(xs), groups, args.calibration, args.seed)
     reference, scored_as = _reference(args, ys, yb)
     ls, lb = _logits(small, engine, xs, args.threads), _logits(big, engine, xb, args.threads)
-    cal, test = split_calibration(len(xs), groups, args.calibration, args.seed)
     pick = lambda a, idx: None if a is None else a[idx]  # noqa: E731
     choice = choose_threshold(ls[cal], lb[cal], pick(reference, cal), max_drop, args.metric, scored_as)
     costs = [measure_cost(m, engine, args.batches, args.seconds, args.repeats, args.threads) for m in (small, big)]
@@ -132,25 +205,42 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     speedup = result.speedup()
     met = speedup is not None and speedup >= args.speedup_goal and result.drop <= max_drop.allowed(result.big_accuracy)
     doc = {
-        "small": small.name, "big": big.name, "data": args.data, "engine": engine, "metric": args.metric,
+        "small": small.name, "big": big.name, "data": args.data, "student": student, "engine": engine,
+        "metric": args.metric,
         "scored_as": result.scored_as, "max_drop": str(max_drop),
         "split": {"calibration": len(cal), "test": len(test), "grouped": groups is not None, "seed": args.seed,
                   "groups": None if groups is None else int(len(np.unique(groups)))},
         "calibration": choice.to_dict(), "test": result.to_dict(), "rows": result.rows(),
         "goal": {"speedup_min": args.speedup_goal, "max_drop": str(max_drop), "met": bool(met)},
-        "readme": _readme(result, choice, args.speedup_goal, met),
+        "readme": _readme(result, choice, args.speedup_goal, met, student),
     }
     return doc, result, choice
 
 
-def _readme(result: Any, choice: Any, goal: float, met: bool) -> list[dict[str, Any]]:
+def _student_line(student: dict[str, Any] | None) -> str | None:
+    """One line saying how the small model was made to take the big one's input (None: it was not)."""
+    if not student:
+        return None
+    side = "x".join(str(v) for v in student["runs_at"])
+    if not student["epochs"]:
+        return f"the small model runs at {side} behind a resize from the big model's input, not retrained"
+    unseen = ("the test side's photos unseen (their " + f"{student['held_out']} edits left out)"
+              if student.get("test_photos_unseen") else "keep the training images apart from --data yourself")
+    return (f"the small model distilled from the big one at {side}: {student['epochs']} epoch(s) on "
+            f"{student['train_inputs']} images of {student['train_data']} ({student['recipe']}, "
+            f"{student['seconds']:.0f} s); {unseen}")
+
+
+def _readme(result: Any, choice: Any, goal: float, met: bool,
+            student: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The ``{"what", "figure", "spread"}`` lines the README's ``figures`` view shows."""
     s, b = result.small_cost, result.big_cost
     spread = (f"throughput range over {s.repeats} rounds: small {s.spread_pct:.0f}% (b{s.batch}), "
               f"big {b.spread_pct:.0f}% (b{b.batch})")
     scored = result.scored_as
     t = "inf (big answers all)" if choice.to_dict()["threshold"] is None else f"{choice.threshold:.4f}"
-    return [
+    made = _student_line(student)
+    return ([{"what": "small model", "figure": made, "spread": None}] if made else []) + [
         {"what": f"threshold ({choice.metric}), chosen on {choice.n} calibration samples",
          "figure": f"{t}: small answers {100 * choice.fraction_small:.1f}%, {choice.accuracy:.2f} vs big "
                    f"{choice.big_accuracy:.2f} (max drop {choice.max_drop})", "spread": None},
@@ -175,6 +265,7 @@ def _text(doc: dict[str, Any], result: Any, choice: Any) -> str:
     thr = "inf" if doc["calibration"]["threshold"] is None else f"{choice.threshold:.4f}"
     return "\n".join([
         f"cascade {doc['small']} -> {doc['big']} on {doc['data']}: accuracy is {doc['scored_as']}",
+        *([made] if (made := _student_line(doc.get("student"))) else []),
         f"split: {sp['calibration']} calibration / {sp['test']} test samples"
         + (f" ({sp['groups']} groups kept whole)" if sp["grouped"] else "") + f", seed {sp['seed']}",
         f"threshold {thr} ({choice.metric}) on calibration: small answers {100 * choice.fraction_small:.1f}%, "

@@ -160,36 +160,57 @@ def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperat
             return Shrunk(None, "no student model given; pass --student")
         if data.train is None:
             return Shrunk(None, "distillation needs training inputs (labels optional); pass --train-data")
-        from ..compress import DistillConfig, distill
-        from ..models import from_module, load_model
-        from ..models.adapt import adapt_input
-        from ..train import TrainConfig
-
-        teacher_in = variant.model.input
+        inputs = data.train if data.unlabelled is None else np.concatenate([data.train[0], data.unlabelled])
         try:
-            s = student if hasattr(student, "module") else load_model(student)
-            own = s.input if len(s.input.shape) == 3 else teacher_in
-            size = (student_size, student_size) if student_size else None
-            module = adapt_input(s.module, own, teacher_in, size) if len(teacher_in.shape) == 3 else s.module
-            tuned = _has_trained_weights(student) if fine_tune is None else fine_tune
-            # plain batches: on the demo's digits, shifted batches and a larger step cost the student 2 points
-            config = TrainConfig(epochs=epochs, progress=False, **(_fine_tune_train(epochs) if tuned else
-                                                                   {"batch_size": batch_size, "lr": lr}))
-            inputs = data.train if data.unlabelled is None else np.concatenate([data.train[0], data.unlabelled])
-            loss = {"temperature": FINE_TUNE["temperature"], "hard": FINE_TUNE["hard"]} if tuned else \
-                {"temperature": temperature}
-            r = distill(variant.model.module, module, inputs, DistillConfig(alpha=alpha, train=config, **loss))
-            out = from_module(module, teacher_in, "student")
+            out, info = distill_student(variant.model, student, inputs, epochs=epochs, student_size=student_size,
+                                        fine_tune=fine_tune, temperature=temperature, alpha=alpha, lr=lr,
+                                        batch_size=batch_size)
         except EffstackError as exc:
             return Shrunk(None, one_line(exc))
-        runs_at = tuple(getattr(module, "size", teacher_in.shape[1:]))
-        return Shrunk(_variant(out, "student"), "distilled", {
-            "student": getattr(s, "name", str(student)), "epochs": epochs, "recipe": "fine-tune" if tuned else "scratch",
-            **loss, "lr": config.lr, "alpha": alpha, "student_macs": out.macs, "runs_at": list(runs_at),
-            "train_inputs": int(len(inputs[0] if isinstance(inputs, tuple) else inputs)),
-            "seconds": round(getattr(r, "seconds", 0.0), 1)})
+        return Shrunk(_variant(out, "student"), "distilled", info)
 
     return distiller
+
+
+def distill_student(teacher: Any, student: Any, inputs: Any, *, epochs: int = 10, student_size: int | None = None,
+                    fine_tune: bool | None = None, temperature: float = 4.0, alpha: float = 0.9, lr: float = 2e-3,
+                    batch_size: int = 64, name: str = "student") -> tuple[Any, dict[str, Any]]:
+    """``student`` (a LoadedModel or a spec) trained on ``teacher``'s (a LoadedModel) outputs over ``inputs``
+    (an array in the teacher's input, or ``(x, y)`` whose labels are used too): ``(the student as a
+    LoadedModel taking the teacher's input, what was done as a dict)``. :func:`make_distiller` and
+    ``effstack cascade --distill-epochs`` share it.
+
+    A student with its own input keeps it behind an adapter that resizes to its side (or ``student_size``) and
+    renormalises; ``fine_tune`` (None: when the student comes with trained weights) trains with
+    :data:`FINE_TUNE` and fixed BatchNorm statistics instead of ``temperature``, ``lr`` and ``batch_size``.
+
+    Raises:
+        EffstackError: the student cannot be loaded, adapted or trained (a one-line reason).
+    """
+    from ..compress import DistillConfig, distill
+    from ..models import from_module, load_model
+    from ..models.adapt import adapt_input
+    from ..train import TrainConfig
+
+    teacher_in = teacher.input
+    s = student if hasattr(student, "module") else load_model(student)
+    own = s.input if len(s.input.shape) == 3 else teacher_in
+    size = (student_size, student_size) if student_size else None
+    module = adapt_input(s.module, own, teacher_in, size) if len(teacher_in.shape) == 3 else s.module
+    tuned = _has_trained_weights(student) if fine_tune is None else fine_tune
+    # plain batches: on the demo's digits, shifted batches and a larger step cost the student 2 points
+    config = TrainConfig(epochs=epochs, progress=False, **(_fine_tune_train(epochs) if tuned else
+                                                           {"batch_size": batch_size, "lr": lr}))
+    loss = {"temperature": FINE_TUNE["temperature"], "hard": FINE_TUNE["hard"]} if tuned else \
+        {"temperature": temperature}
+    r = distill(teacher.module, module, inputs, DistillConfig(alpha=alpha, train=config, **loss))
+    out = from_module(module, teacher_in, name)
+    runs_at = tuple(getattr(module, "size", teacher_in.shape[1:]))
+    return out, {
+        "student": getattr(s, "name", str(student)), "epochs": epochs, "recipe": "fine-tune" if tuned else "scratch",
+        **loss, "lr": config.lr, "alpha": alpha, "student_macs": out.macs, "runs_at": list(runs_at),
+        "train_inputs": int(len(inputs[0] if isinstance(inputs, tuple) else inputs)),
+        "seconds": round(getattr(r, "seconds", 0.0), 1)}
 
 
 def _has_trained_weights(model: Any) -> bool:
