@@ -232,3 +232,22 @@ def test_min_cosine_reaches_the_ladder(monkeypatch):
     monkeypatch.setattr(pipeline, "run_ladder", fake)
     main(["ladder", "effstack.testing:tiny_mlp", "--quiet", "--task", "embedding", "--min-cosine", "0.99"])
     assert seen["min_cosine"] == 0.99 and seen["task"] == "embedding"
+
+
+@pytest.mark.parametrize("data, train, unlabelled, student, no_prune, said", [
+    ("photos:all?n=8", "photos:all?n=24&split=train", None, "efficientnet_lite0", True, True),
+    ("photos:all?n=8", None, "photos:all?split=train", None, False, True),   # pruning fine-tunes on them
+    ("photos:all?n=8", "photos:all?n=24&split=train", None, None, True, False),  # nothing trains on them
+    ("photos:all?n=8", "photos:sklearn?split=train", None, "efficientnet_lite0", True, False),
+    ("d.npz", "t.npz", None, "efficientnet_lite0", False, False),
+])
+def test_ladder_says_when_students_train_on_the_scored_photographs(data, train, unlabelled, student, no_prune,
+                                                                    said, capsys):
+    from argparse import Namespace
+
+    from effstack.cli.ladder import _warn_same_photos
+
+    _warn_same_photos(Namespace(data=data, train_data=train, unlabelled=unlabelled, student=student,
+                                no_prune=no_prune))
+    err = capsys.readouterr().err
+    assert ("trained on" in err) is said and err.count("\n") == int(said)

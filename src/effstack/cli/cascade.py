@@ -131,12 +131,9 @@ def _check_student_args(args: argparse.Namespace) -> None:
 def _held_out(args: argparse.Namespace, train_groups: Any, groups: Any, test: np.ndarray) -> np.ndarray | None:
     """A mask over the training samples keeping those of photos not on the test side, or None when the two data
     sets do not name the same photographs (then the user keeps them apart)."""
-    from ..data.spec import parse_data_spec
+    from ..data.photos import same_photos
 
-    if train_groups is None or groups is None or not (args.data.startswith("photos:")
-                                                      and args.train_data.startswith("photos:")):
-        return None
-    if parse_data_spec(args.data).target != parse_data_spec(args.train_data).target:
+    if train_groups is None or groups is None or not same_photos(args.data, args.train_data):
         return None
     return ~np.isin(train_groups, np.unique(groups[test]))
 

@@ -147,6 +147,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
         train = load_data(args.train_data, model.input) if args.train_data else None
         extra = load_data(args.unlabelled, model.input)[0] if args.unlabelled else None
         data = LadderData(ev, train, extra) if ev is not None else None
+        _warn_same_photos(args)
     elif args.train_data:
         from ..errors import ConfigError
 
@@ -170,6 +171,19 @@ def cmd_ladder(args: argparse.Namespace) -> int:
         print(f"effstack: {result.infeasible}", file=sys.stderr)
         return EXIT_INFEASIBLE
     return 0
+
+
+def _warn_same_photos(args: argparse.Namespace) -> None:
+    """Say so when the students train on other edits of the photographs the rungs are scored on."""
+    from ..data.photos import same_photos
+
+    if any(same_photos(args.data, t) for t in (args.train_data, args.unlabelled)) and \
+            (args.student or not args.no_prune):
+        import sys
+
+        print("effstack: note: the training images are other edits of the photographs --data scores on, so the "
+              "distill and prune rungs are scored on photographs they trained on (effstack cascade "
+              "--distill-epochs keeps the test photographs unseen)", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

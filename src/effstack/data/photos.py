@@ -290,6 +290,19 @@ def build_photos(spec: str | DataSpec, size: int | None = None) -> PhotoSet:
                     tuple(name for name, _ in photos), canonical)
 
 
+def same_photos(a: str | None, b: str | None) -> bool:
+    """Whether two data specs are both ``photos:`` specs of the same photographs (edits of one photo share its
+    group id in both), whatever their splits and edits.
+
+    Example:
+        >>> same_photos("photos:all?n=4", "photos:all?n=24&split=train"), same_photos("photos:all", "x.npz")
+        (True, False)
+    """
+    if not (a and b and a.startswith("photos:") and b.startswith("photos:")):
+        return False
+    return parse_data_spec(a).target == parse_data_spec(b).target
+
+
 def _photo_spec(spec: str | DataSpec) -> DataSpec:
     parsed = parse_data_spec(spec)
     if parsed.kind != "photos":
