@@ -49,8 +49,10 @@ def _check_bundle(folder, data: dict, final: dict) -> None:
     assert manifest["rung"] == data["final"] == final["step"]
     assert manifest["config"] == final["config"]
     config = final["config"]
-    int8 = config["precision"] == "int8"  # a QDQ file, which the engine runs as given
-    assert serving["engine"] == config["engine"] and serving["precision"] == ("fp32" if int8 else config["precision"])
+    int8 = config["precision"] == "int8"  # a QDQ file, which the engine runs as given, float layers at fp32 or
+    islands = final.get("details", {}).get("quantize", {}).get("float_precision", "fp32")  # the kept bf16
+    assert serving["engine"] == config["engine"] and serving["precision"] == (islands if int8 else config["precision"])
+    assert islands == "fp32" or (int8 and config["engine"] == "openvino")
     assert manifest["executed_precision"] == config["precision"]
     assert serving["instances"] == config["instances"] and serving["max_batch"] == config["batch"]
     assert serving["latency_budget_ms"] == data["budget"]["p99_ms"]

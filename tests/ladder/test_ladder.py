@@ -278,3 +278,57 @@ def test_int8_side_by_side_is_the_median_of_alternating_rounds():
     from effstack.report.ladder import ladder_text
 
     assert "median of 3 alternating rounds" in ladder_text(result)
+
+
+def test_int8_build_runs_its_float_layers_at_the_precision_the_ladder_kept_on_that_engine():
+    class Recording(CostModel):
+        def __call__(self, variant, config):
+            self.calls_fp = getattr(self, "calls_fp", []) + [(variant.label, config.engine, variant.float_precision)]
+            return super().__call__(variant, config)
+
+    # openvino bf16 wins the precision rung: its INT8 build carries bf16 float layers, the onnxruntime one fp32
+    cost = Recording(cost={("teacher", "openvino", "bf16"): (0.9, 0.2)})
+    result, _ = climb(cost=cost)
+    rungs = by_step(result)
+    assert (rungs["precision"].config.engine, rungs["precision"].config.precision) == ("openvino", "bf16")
+    builds = {(engine, fp) for label, engine, fp in cost.calls_fp if label == "teacher-int8"}
+    assert builds == {("openvino", "bf16"), ("onnxruntime", "fp32")}
+    tried = rungs["int8"].details["tried"]
+    assert [t["title"] for t in tried if "float layers bf16" in t["title"]] == ["teacher-int8 on openvino (float layers bf16), batch 8"]
+    # no reduced precision kept: every INT8 build keeps fp32 float layers
+    cost = Recording()
+    climb(cost=cost)
+    assert {fp for label, _, fp in cost.calls_fp if label == "teacher-int8"} == {"fp32"}
+
+
+def test_workbench_opens_an_int8_build_at_its_float_precision(monkeypatch):
+    import numpy as np
+
+    import effstack.engines as engines
+    from effstack.ladder.workbench import Workbench
+
+    asked = []
+
+    class Engine:
+        def load(self, model, options):
+            asked.append(options.precision)
+            return object()
+
+    monkeypatch.setattr(engines, "get_engine", lambda name: Engine())
+    bench = Workbench(np.zeros((2, 3), np.float32))
+    for fp in ("bf16", "fp32"):
+        v = Variant(f"m-int8-{fp}", model=object(), int8=True, float_precision=fp)
+        bench._session(v, Candidate("openvino", "int8", 8, 1, 2))
+    bench._session(Variant("m", model=object()), Candidate("openvino", "int8", 8, 1, 2))
+    assert asked == ["bf16", "fp32", "int8"]  # the last: the engine's own INT8 of the float model
+
+
+def test_int8_build_falls_back_to_fp32_float_layers_when_bf16_ones_lose_too_much():
+    cost = CostModel(cost={("teacher", "openvino", "bf16"): (0.9, 0.2),
+                           ("teacher-int8-fp32float", "openvino", "int8"): (0.95, 0.2)},
+                     accuracy={"teacher-int8": 93.0, "teacher-int8-fp32float": 94.6})  # bf16 islands: -2 points
+    result, model = climb(cost=cost)
+    tried = [t["title"] for t in by_step(result)["int8"].details["tried"]]
+    assert tried[:2] == ["teacher-int8 on openvino (float layers bf16), batch 8",
+                         "teacher-int8-fp32float on openvino (float layers fp32), batch 8"], tried
+    assert ("teacher-int8-fp32float", "openvino") in {(label, c.engine) for label, c in model.calls}

@@ -139,9 +139,9 @@ def write_bundle(result: LadderResult, out: str | Path, *, name: str | None = No
 
             spec = ModelSpec(artifact, input=text_model.input)
         serving = ServingConfig(model=spec, name=model_name, engine=cfg.engine,
-                                precision="fp32" if variant.int8 else cfg.precision, max_batch=cfg.batch,
-                                latency_budget_ms=result.budget.p99_ms, instances=cfg.instances, threads=threads,
-                                text=text_setting)
+                                precision=variant.float_precision if variant.int8 else cfg.precision,
+                                max_batch=cfg.batch, latency_budget_ms=result.budget.p99_ms,
+                                instances=cfg.instances, threads=threads, text=text_setting)
         _dump(tmp / "serving.json", serving.to_dict())
         _dump(tmp / "ladder.json", result.to_dict())
         if report_html is None:

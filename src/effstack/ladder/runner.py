@@ -36,6 +36,9 @@ __all__ = ["Variant", "Ladder", "LadderResult", "STEPS", "Shrunk"]
 
 INT8_ROUNDS = 3  # alternating rounds of a guarded INT8 build against the engine's own whole-model INT8
 
+# engines whose INT8 builds (QDQ files) can run their float layers at a reduced precision, and which: OpenVINO
+# takes bf16 as its inference-precision hint there and keeps the quantized layers int8
+ISLAND_PRECISIONS = {"openvino": ("bf16",)}
 STEPS = ("baseline", "batching", "engine", "precision", "int8", "prune", "distill", "distill_int8", "layout")
 
 
@@ -51,6 +54,9 @@ class Variant:
     int8: bool = False
     engines: tuple[str, ...] | None = None  # None: any engine
     float_parent: Variant | None = None  # for an INT8 build, the float model it came from
+    # for an INT8 build, the precision its float layers (the guard's float islands) run at: the reduced float
+    # precision the ladder already kept on the same engine (bf16 halves what the islands cost), else fp32
+    float_precision: str = "fp32"
     details: dict[str, Any] = field(default_factory=dict)
 
     def runs_on(self, engine: str) -> bool:
@@ -364,10 +370,28 @@ class Ladder:
             if q.variant is None:
                 yield Proposal.skipped(f"{engine}: {q.reason}", q.details)
                 continue
-            cfg, m = self.best_batch(q.variant, cfg)
-            details = {"quantize": q.details, "quantize_reason": q.reason,
-                       "engine_int8": self._engine_int8(variant, cfg, m, q.variant)}
-            yield Proposal(f"{q.variant.label} on {engine}, batch {cfg.batch}", q.variant, cfg, m, details)
+            builds = [q.variant]
+            if engine == s.config.engine and s.config.precision in ISLAND_PRECISIONS.get(engine, ()):
+                # the precision rung kept it for the whole float model, so it may carry the float islands too
+                # (the ladder scores the build as it runs); if that loses too much, the fp32 islands are next
+                builds = [replace(q.variant, float_precision=s.config.precision, details=dict(q.variant.details)),
+                          replace(q.variant, label=f"{q.variant.label}-fp32float", details=dict(q.variant.details))]
+            for build in builds:
+                cfg, m = self.best_batch(build, replace(s.config, engine=engine, precision="int8"))
+                details = {"quantize": {**q.details, "float_precision": build.float_precision},
+                           "quantize_reason": q.reason, "engine_int8": self._engine_int8(variant, cfg, m, build)}
+                islands = "" if len(builds) == 1 else f" (float layers {build.float_precision})"
+                yield Proposal(f"{build.label} on {engine}{islands}, batch {cfg.batch}", build, cfg, m, details)
+                if self._holds(s.baseline, m):
+                    break
+
+    def _holds(self, baseline: Measured, m: Measured) -> bool:
+        """Whether ``m`` ran and kept the accuracy the budget allows against the baseline."""
+        if m.error:
+            return False
+        if m.accuracy is None or baseline.accuracy is None:
+            return True
+        return baseline.accuracy - m.accuracy <= self.budget.allowed_drop(baseline.accuracy) + 1e-9
 
     def _engine_int8(self, variant: Variant, config: Candidate, build: Measured, built: Variant) -> dict[str, Any]:
         """The engine's own whole-model INT8 of the float ``variant`` (its quantizer on every layer, e.g. NNCF

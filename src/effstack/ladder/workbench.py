@@ -85,8 +85,9 @@ class Workbench:
         batch_key = config.batch if config.engine == "openvino" else None
         key = (variant.label, config.engine, config.precision, config.threads, batch_key)
         if key not in self.sessions:
-            # an INT8 build is a QDQ file: the engine runs it as given (its kernels are int8)
-            precision = "fp32" if variant.int8 else config.precision
+            # an INT8 build is a QDQ file: the engine runs it as given (its kernels are int8), its float layers
+            # at the variant's float precision
+            precision = variant.float_precision if variant.int8 else config.precision
             engine = get_engine(config.engine)
             calibration = None
             if precision == "int8":  # the engine's own INT8 of a float model: calibrate on real inputs
@@ -139,8 +140,9 @@ class Workbench:
         single = Candidate(config.engine, config.precision, config.batch, 1, config.threads)
         try:
             accuracy = self.accuracy(variant, config, self._session(variant, single))
-            m = measure_real(variant.model, Candidate(config.engine, "fp32" if variant.int8 else config.precision,
-                                                      config.batch, config.instances, config.threads),
+            precision = variant.float_precision if variant.int8 else config.precision
+            m = measure_real(variant.model, Candidate(config.engine, precision, config.batch, config.instances,
+                                                      config.threads),
                              self.seconds, repeats=self.repeats)
         except EffstackError as exc:
             return Measured(error=one_line(exc))
