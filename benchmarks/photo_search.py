@@ -18,7 +18,8 @@ what is measured is what a user gets:
    (:func:`effstack.evaluate.recall_at_k`: the share of each image's 10 fp32 neighbours that the INT8 index
    also returns) and its own near-duplicate recall@1. On OpenVINO twice: the engine's whole-model int8, and
    with ``--knob openvino.keep_float=first,depthwise`` (the stem and the depthwise convolutions left float:
-   on a CPU without VNNI every int8 weight is cut to 7 bits, and those layers lose most to it).
+   on a CPU without VNNI every int8 weight is cut to 7 bits, and those layers lose most to it), and on a CPU
+   with BF16 a third time with those float layers in bf16 (``--knob openvino.float_precision=bf16``).
 3. **Speed**: embedding throughput of preprocessed batches of ``--batch`` through each session (decoding
    excluded), median and min..max over ``--repeats``; query latency p50/p99 of the index alone
    (``Index.search`` of every stored vector, k=10) and end to end (decode a PNG, embed it at batch 1,
@@ -55,16 +56,18 @@ from effstack.search.sources import PHOTOS_FOLDER
 GOAL_RECALL_1 = 0.95
 GOAL_INT8_RECALL_10 = 0.95
 KEEP_FLOAT = "openvino.keep_float=first,depthwise"  # the INT8 variant that keeps the stem and depthwise convs float
+INT8_KNOBS = {"default": [], "keep_float": [KEEP_FLOAT],  # --int8 name -> index build knobs
+              "keep_float_bf16": [KEEP_FLOAT, "openvino.float_precision=bf16"]}  # ... with those float layers bf16
 
 
 def build(model: str, images: str, out: Path, engine: str, batch: int, precision: str = "fp32",
-          calibration: str | None = None, knob: str | None = None) -> dict[str, Any]:
+          calibration: str | None = None, knobs: list[str] | None = None) -> dict[str, Any]:
     """``effstack index build`` in process; its wall time (model load, export, quantization and embedding)."""
     from effstack.cli.main import main
 
     argv = ["index", "build", model, "--images", images, "--out", str(out), "--engine", engine, "--batch",
             str(batch), "--precision", precision] + (["--calibration", calibration] if calibration else []) \
-        + (["--knob", knob] if knob else [])
+        + [a for k in knobs or [] for a in ("--knob", k)]
     t0 = time.perf_counter()
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
@@ -181,12 +184,12 @@ def served(out: Path, engine: str, queries: list[tuple[str, bytes]]) -> dict[str
     return doc
 
 
-def int8_index(model: str, images: str, out: Path, args: argparse.Namespace, knob: str | None, ids: list[str],
+def int8_index(model: str, images: str, out: Path, args: argparse.Namespace, knobs: list[str], ids: list[str],
                v32: np.ndarray, groups: np.ndarray, x: np.ndarray, queries: list[bytes]) -> dict[str, Any]:
     """An INT8 index of the same images: its build, fidelity to the fp32 one, own recall, speed."""
-    print(f"{model}: int8 index, calibrated on {args.calibration}" + (f", {knob}" if knob else ""), flush=True)
-    res: dict[str, Any] = {"knob": knob, "build": build(model, images, out, args.engine, args.batch, "int8",
-                                                        args.calibration, knob)}
+    print(f"{model}: int8 index, calibrated on {args.calibration}" + "".join(f", {k}" for k in knobs), flush=True)
+    res: dict[str, Any] = {"knob": " ".join(knobs) or None,
+                           "build": build(model, images, out, args.engine, args.batch, "int8", args.calibration, knobs)}
     ix8, ids8, v8, _, _ = stored(out)
     assert ids8 == ids, "the fp32 and int8 indexes hold different images"
     res["calibration"] = ix8.model.get("calibration")
@@ -219,10 +222,10 @@ def one_model(model: str, images: str, root: Path, args: argparse.Namespace, int
     res["fp32_latency"] = latency(ix, v32, emb, queries, args.rounds)
     emb.close()
     if int8:
-        variants = [(f"int8_{v}" if v != "default" else "int8", KEEP_FLOAT if v == "keep_float" else None)
+        variants = [(f"int8_{v}" if v != "default" else "int8", INT8_KNOBS[v])
                     for v in args.int8 if v == "default" or args.engine == "openvino"]
-        for key, knob in variants:
-            res[key] = int8_index(model, images, root / f"{model}-{key}", args, knob, ids, v32, groups, x, queries)
+        for key, knobs in variants:
+            res[key] = int8_index(model, images, root / f"{model}-{key}", args, knobs, ids, v32, groups, x, queries)
         sample = [(ids[i], Path(paths[i]).read_bytes()) for i in range(0, len(ids), max(1, len(ids) // 8))][:8]
         if variants:
             res["served"] = served(root / f"{model}-{variants[-1][0]}", args.engine, sample)
@@ -235,6 +238,8 @@ def int8_variants(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     out = [("INT8", r["int8"])] if "int8" in r else []
     if "int8_keep_float" in r:
         out.append(("INT8 keep_float=first,depthwise", r["int8_keep_float"]))
+    if "int8_keep_float_bf16" in r:
+        out.append(("INT8 keep_float=first,depthwise, float layers bf16", r["int8_keep_float_bf16"]))
     return out
 
 
@@ -314,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", type=int, help="variants a photo (default 16; 4 with --quick)")
     p.add_argument("--calibration", default="photos:all?n=4&split=train", help="INT8 calibration images")
     p.add_argument("--int8", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
-                   help="INT8 builds: default (the engine's whole-model int8) and/or keep_float (OpenVINO only); "
-                   "default both, keep_float alone with --quick")
+                   help="INT8 builds: default (the engine's whole-model int8), keep_float and keep_float_bf16 "
+                   "(OpenVINO only; the latter on CPUs with BF16); default all that run here, keep_float alone with "
+                   "--quick")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--batches", type=int, default=3, help="batches per throughput repeat")
     p.add_argument("--repeats", type=int, help="throughput repeats (default 5; 2 with --quick)")
@@ -328,9 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.queries = args.queries or (12 if args.quick else 48)
-    args.int8 = args.int8 or (["keep_float"] if args.quick else ["default", "keep_float"])
-    if set(args.int8) - {"default", "keep_float"}:
-        p.error(f"--int8 takes default and/or keep_float, got {','.join(args.int8)}")
+    if not args.int8:
+        from effstack.engines.openvino import cpu_has_bf16
+
+        args.int8 = ["keep_float"] if args.quick else ["default", "keep_float"] + \
+            (["keep_float_bf16"] if cpu_has_bf16() else [])
+    if set(args.int8) - set(INT8_KNOBS):
+        p.error(f"--int8 takes {', '.join(INT8_KNOBS)}, got {','.join(args.int8)}")
     if args.engine == "auto":
         from effstack.serve.repository import _auto_engine
 

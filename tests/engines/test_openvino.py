@@ -145,6 +145,36 @@ def test_bf16_runs_bf16_or_is_refused_here(tiny_cnn):
         assert s.executed_precision().get("bf16", 0) > 0
 
 
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_int8_float_precision_knob_is_checked_against_the_cpu_both_ways(monkeypatch, has_bf16):
+    import effstack.engines.openvino as ov_engine
+
+    monkeypatch.setattr(ov_engine, "cpu_has_bf16", lambda: has_bf16)
+    options = SessionOptions(precision="int8", batch=4, knobs={"float_precision": "BF16"})
+    if has_bf16:
+        assert ov_engine.resolve_knobs(options)["float_precision"] == "bf16"
+    else:
+        with pytest.raises(PrecisionError, match="no bf16 support") as info:
+            ov_engine.resolve_knobs(options)
+        assert "\n" not in str(info.value)
+    default = ov_engine.resolve_knobs(SessionOptions(precision="int8", batch=4, knobs={"float_precision": "fp32"}))
+    assert "float_precision" not in default  # the default is not recorded
+
+
+def test_int8_float_layers_run_bf16_with_the_knob_where_the_cpu_has_it(tiny_cnn):
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 (the refusal is tested with the check forced both ways)")
+    engine = get_engine("openvino")
+    knobs = {"keep_float": "first"}
+    with engine.load(tiny_cnn, SessionOptions(precision="int8", batch=2, knobs=knobs)) as f32, \
+            engine.load(tiny_cnn, SessionOptions(precision="int8", batch=2,
+                                                 knobs={**knobs, "float_precision": "bf16"})) as bf16:
+        assert f32.settings()["inference_precision"] == "f32"
+        assert bf16.settings()["inference_precision"] == "bf16" and bf16.settings()["float_precision"] == "bf16"
+        assert bf16.xml == f32.xml  # the same quantized file: only the compile setting differs
+        assert bf16.executed_precision().get("bf16", 0) > 0 and bf16.executed_precision().get("int8", 0) > 0
+
+
 @pytest.mark.parametrize(
     "knobs, precision, message",
     [
@@ -157,6 +187,8 @@ def test_bf16_runs_bf16_or_is_refused_here(tiny_cnn):
         ({"keep_float": "first"}, "fp32", "applies to int8 only"),
         ({"bias_correction": "slow"}, "int8", "must be fast or full"),
         ({"bias_correction": "full"}, "fp32", "applies to int8 only"),
+        ({"float_precision": "fp16"}, "int8", "must be fp32 or bf16"),
+        ({"float_precision": "bf16"}, "bf16", "applies to int8 only"),
     ],
 )
 def test_bad_knobs_are_one_line_config_errors(tiny_cnn, knobs, precision, message):

@@ -42,7 +42,8 @@ _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: layers N
 _OVERFLOW = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
 _KEEP_FLOAT = ("first", "depthwise")  # convolutions an int8 build may leave float (knob keep_float)
 _BIAS_CORRECTION = ("fast", "full")
-_INT8_KNOBS = ("subset_size", "preset", "overflow_fix", "keep_float", "bias_correction")
+_INT8_KNOBS = ("subset_size", "preset", "overflow_fix", "keep_float", "bias_correction", "float_precision")
+_FLOAT_PRECISIONS = ("fp32", "bf16")  # what an int8 build's float layers may run at (knob float_precision)
 _KNOBS = ("hint", "streams") + _INT8_KNOBS
 # runtime layer types that do the multiply-accumulates, and how their runtimePrecision reads
 _COMPUTE_LAYERS = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm",
@@ -107,6 +108,14 @@ def resolve_knobs(options: SessionOptions) -> dict[str, Any]:
             raise ConfigError(f"openvino knob 'bias_correction' must be fast or full, got {knobs['bias_correction']!r}")
         if bias != "fast":  # the default stays out of the recorded knobs (and of the cache key)
             out["bias_correction"] = bias
+        floats = str(knobs.get("float_precision", "fp32")).lower()
+        if floats not in _FLOAT_PRECISIONS:
+            raise ConfigError(f"openvino knob 'float_precision' must be fp32 or bf16, got {knobs['float_precision']!r}")
+        if floats == "bf16" and not cpu_has_bf16():
+            raise PrecisionError("openvino knob float_precision=bf16: this CPU has no bf16 support (OpenVINO would "
+                                 "silently run f32); drop the knob")
+        if floats != "fp32":  # a compile setting: not part of the quantized file's cache key
+            out["float_precision"] = floats
     return out
 
 
@@ -136,7 +145,8 @@ class OpenVinoEngine(Engine):
     (enable | first_layer | disable; default enable on CPUs without VNNI, else first_layer), ``keep_float``
     (convolutions left float: ``first``, the one that sees the pixels, and/or ``depthwise``, the grouped
     ones; e.g. ``first,depthwise``; default none), ``bias_correction`` (fast, the default | full: NNCF's
-    bias correction that re-runs the model layer by layer on the calibration set, slower to build).
+    bias correction that re-runs the model layer by layer on the calibration set, slower to build),
+    ``float_precision`` (fp32, the default | bf16: the layers left float run in bf16, on CPUs with BF16).
     """
 
     name = "openvino"
@@ -185,7 +195,7 @@ class OpenVinoEngine(Engine):
             ) from None
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": knobs["hint"].upper(),
-            "INFERENCE_PRECISION_HINT": _OV_PRECISION[options.precision],
+            "INFERENCE_PRECISION_HINT": _OV_PRECISION[knobs.get("float_precision", options.precision)],
             "INFERENCE_NUM_THREADS": options.n_threads,
         }
         if "streams" in knobs:
