@@ -210,16 +210,22 @@ def test_cli_rejects_data_of_the_wrong_size(tmp_path, capsys):
     assert "non-negative" in capsys.readouterr().err
 
 
-def test_cli_on_photos_keeps_each_photos_variants_on_one_side(tmp_path):
+def _photo_cascade(tmp_path, *extra):
+    """``effstack cascade`` of two tiny models on two photos' variants, timed briefly: ``(exit code, document)``."""
     pytest.importorskip("effstack.data.photos")
     pytest.importorskip("sklearn")
     from effstack.cli.main import main
 
     out = tmp_path / "c.json"
-    assert main(["cascade", "effstack.testing:tiny_cnn", "effstack.testing:tiny_resnet", "--data",
+    code = main(["cascade", "effstack.testing:tiny_cnn", "effstack.testing:tiny_resnet", "--data",
                  "photos:sklearn?n=3", "--engine", "torch", "--batches", "2", "--seconds", "0.02", "--repeats", "1",
-                 "--json", str(out)]) == 0
-    doc = json.loads(out.read_text())
+                 "--json", str(out), *extra])
+    return code, json.loads(out.read_text()) if code == 0 else None
+
+
+def test_cli_on_photos_keeps_each_photos_variants_on_one_side(tmp_path):
+    code, doc = _photo_cascade(tmp_path)
+    assert code == 0
     assert doc["split"] == {"calibration": 3, "test": 3, "grouped": True, "seed": 0, "groups": 2}
     assert doc["scored_as"] == AGREEMENT
 
@@ -240,10 +246,7 @@ def test_held_out_keeps_only_calibration_side_photos_of_the_same_set():
 
 
 def test_cli_distills_the_small_model_on_calibration_side_photos_only(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("effstack.data.photos")
-    pytest.importorskip("sklearn")
     import effstack.ladder.pipeline as pipeline
-    from effstack.cli.main import main
 
     seen = {}
     real = pipeline.distill_student
@@ -253,13 +256,10 @@ def test_cli_distills_the_small_model_on_calibration_side_photos_only(tmp_path, 
         return real(teacher, student, inputs, **kw)
 
     monkeypatch.setattr(pipeline, "distill_student", spy)
-    out = tmp_path / "c.json"
-    args = ["cascade", "effstack.testing:tiny_cnn", "effstack.testing:tiny_resnet", "--data", "photos:sklearn?n=3",
-            "--engine", "torch", "--batches", "2", "--seconds", "0.02", "--repeats", "1", "--json", str(out)]
-    assert main(args + ["--distill-epochs", "1", "--train-data", "photos:sklearn?n=4&split=train",
-                        "--small-size", "16"]) == 0
+    code, doc = _photo_cascade(tmp_path, "--distill-epochs", "1", "--train-data", "photos:sklearn?n=4&split=train",
+                               "--small-size", "16")
+    assert code == 0
     text = capsys.readouterr().out
-    doc = json.loads(out.read_text())
     s = doc["student"]
     assert doc["small"] == "tiny_cnn-distilled" and s["epochs"] == 1 and s["runs_at"] == [16, 16]
     assert (s["held_out"], s["train_inputs"], s["test_photos_unseen"]) == (4, 4, True)
@@ -280,15 +280,8 @@ def test_cli_distills_the_small_model_on_calibration_side_photos_only(tmp_path, 
 
 
 def test_cli_small_size_alone_adapts_without_training(tmp_path):
-    pytest.importorskip("effstack.data.photos")
-    pytest.importorskip("sklearn")
-    from effstack.cli.main import main
-
-    out = tmp_path / "c.json"
-    assert main(["cascade", "effstack.testing:tiny_cnn", "effstack.testing:tiny_resnet", "--data",
-                 "photos:sklearn?n=3", "--engine", "torch", "--batches", "2", "--seconds", "0.02", "--repeats", "1",
-                 "--small-size", "16", "--json", str(out)]) == 0
-    doc = json.loads(out.read_text())
+    code, doc = _photo_cascade(tmp_path, "--small-size", "16")
+    assert code == 0
     assert doc["small"] == "tiny_cnn@16" and doc["student"] == {"epochs": 0, "runs_at": [16, 16]}
     assert "at 16x16" in doc["readme"][0]["figure"] and "not retrained" in doc["readme"][0]["figure"]
 

@@ -142,28 +142,26 @@ def _student(args: argparse.Namespace, small: Any, big: Any, groups: Any,
              test: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """The small model made to take the big model's input (at ``--small-size``), distilled from the big one on
     ``--train-data`` when ``--distill-epochs`` asks: ``(LoadedModel, what was done)``."""
-    from ..ladder.pipeline import distill_student
+    from ..ladder.pipeline import adapted_student, distill_student
     from ..models import from_module
-    from ..models.adapt import adapt_input
 
     if not args.distill_epochs:
-        size = (args.small_size, args.small_size)
-        module = adapt_input(small.module, small.input, big.input, size)
+        _, module = adapted_student(small, big.input, args.small_size)
         return from_module(module, big.input, f"{small.name}@{args.small_size}"), \
-            {"epochs": 0, "runs_at": list(size)}
+            {"epochs": 0, "runs_at": [args.small_size] * 2}
     xt, _, gt = _read(args.train_data, big)
     keep = _held_out(args, gt, groups, test)
+    left_out = None if keep is None else int((~keep).sum())
     if keep is not None:
         xt = xt[keep]
     if len(xt) == 0:
         raise InputError(f"--train-data {args.train_data!r} holds no image of a calibration-side photo; give more "
                          "photos (e.g. photos:all) or a larger --calibration share")
     print(f"distilling {small.name} from {big.name} on {len(xt)} images, {args.distill_epochs} epoch(s)"
-          + ("" if keep is None else f" ({int((~keep).sum())} edits of test-side photos left out)"), flush=True)
+          + ("" if keep is None else f" ({left_out} edits of test-side photos left out)"), flush=True)
     out, info = distill_student(big, small, xt, epochs=args.distill_epochs, student_size=args.small_size,
                                 name=f"{small.name}-distilled")
-    info.update(train_data=args.train_data, held_out=None if keep is None else int((~keep).sum()),
-                test_photos_unseen=keep is not None)
+    info.update(train_data=args.train_data, held_out=left_out, test_photos_unseen=keep is not None)
     return out, info
 
 
@@ -203,8 +201,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     met = speedup is not None and speedup >= args.speedup_goal and result.drop <= max_drop.allowed(result.big_accuracy)
     doc = {
         "small": small.name, "big": big.name, "data": args.data, "student": student, "engine": engine,
-        "metric": args.metric,
-        "scored_as": result.scored_as, "max_drop": str(max_drop),
+        "metric": args.metric, "scored_as": result.scored_as, "max_drop": str(max_drop),
         "split": {"calibration": len(cal), "test": len(test), "grouped": groups is not None, "seed": args.seed,
                   "groups": None if groups is None else int(len(np.unique(groups)))},
         "calibration": choice.to_dict(), "test": result.to_dict(), "rows": result.rows(),
@@ -221,7 +218,7 @@ def _student_line(student: dict[str, Any] | None) -> str | None:
     side = "x".join(str(v) for v in student["runs_at"])
     if not student["epochs"]:
         return f"the small model runs at {side} behind a resize from the big model's input, not retrained"
-    unseen = ("the test side's photos unseen (their " + f"{student['held_out']} edits left out)"
+    unseen = (f"the test side's photos unseen (their {student['held_out']} edits left out)"
               if student.get("test_photos_unseen") else "keep the training images apart from --data yourself")
     return (f"the small model distilled from the big one at {side}: {student['epochs']} epoch(s) on "
             f"{student['train_inputs']} images of {student['train_data']} ({student['recipe']}, "

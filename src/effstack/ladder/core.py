@@ -150,6 +150,21 @@ class Rung:
         return rung
 
 
+def accuracy_rejection(candidate: Measured, baseline: Measured, budget: Budget) -> str | None:
+    """Why ``candidate`` fails before speed counts (it did not run, or lost more accuracy against the
+    ``baseline`` than the budget allows), or None when it holds."""
+    if candidate.error:
+        return candidate.error
+    if baseline.accuracy is not None:
+        if candidate.accuracy is None:
+            return "its accuracy could not be measured"
+        allowed = budget.allowed_drop(baseline.accuracy)
+        drop = baseline.accuracy - candidate.accuracy
+        if drop > allowed + 1e-9:
+            return f"accuracy drop {drop:.2f} points > {allowed:.2f} allowed"
+    return None
+
+
 def decide(candidate: Measured, current: Measured, baseline: Measured, budget: Budget) -> tuple[str, str]:
     """Keep or reject ``candidate`` against the ``current`` best; returns ``(status, reason)``.
 
@@ -157,15 +172,9 @@ def decide(candidate: Measured, current: Measured, baseline: Measured, budget: B
     latency budget, then the speed-up over ``current`` (``budget.min_gain``). A candidate without an
     accuracy figure is judged on speed alone only when the baseline has none either.
     """
-    if candidate.error:
-        return REJECTED, candidate.error
-    if baseline.accuracy is not None:
-        if candidate.accuracy is None:
-            return REJECTED, "its accuracy could not be measured"
-        allowed = budget.allowed_drop(baseline.accuracy)
-        drop = baseline.accuracy - candidate.accuracy
-        if drop > allowed + 1e-9:
-            return REJECTED, f"accuracy drop {drop:.2f} points > {allowed:.2f} allowed"
+    lost = accuracy_rejection(candidate, baseline, budget)
+    if lost:
+        return REJECTED, lost
     if not candidate.p99_ms <= budget.p99_ms:
         return REJECTED, f"p99 {candidate.p99_ms:.2f} ms over the {budget.p99_ms:g} ms budget"
     if budget.objective == "latency":

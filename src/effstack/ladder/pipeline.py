@@ -172,6 +172,18 @@ def make_distiller(data: LadderData, student: Any, *, epochs: int = 10, temperat
     return distiller
 
 
+def adapted_student(student: Any, teacher_in: Any, student_size: int | None = None) -> tuple[Any, Any]:
+    """``(the student as a LoadedModel, its module taking the teacher's InputSpec)``: an image student keeps its
+    own side (or runs at ``student_size``) behind a resize and renormalisation inside the model."""
+    from ..models import load_model
+    from ..models.adapt import adapt_input
+
+    s = student if hasattr(student, "module") else load_model(student)
+    own = s.input if len(s.input.shape) == 3 else teacher_in
+    size = (student_size, student_size) if student_size else None
+    return s, adapt_input(s.module, own, teacher_in, size) if len(teacher_in.shape) == 3 else s.module
+
+
 def distill_student(teacher: Any, student: Any, inputs: Any, *, epochs: int = 10, student_size: int | None = None,
                     fine_tune: bool | None = None, temperature: float = 4.0, alpha: float = 0.9, lr: float = 2e-3,
                     batch_size: int = 64, name: str = "student") -> tuple[Any, dict[str, Any]]:
@@ -188,15 +200,11 @@ def distill_student(teacher: Any, student: Any, inputs: Any, *, epochs: int = 10
         EffstackError: the student cannot be loaded, adapted or trained (a one-line reason).
     """
     from ..compress import DistillConfig, distill
-    from ..models import from_module, load_model
-    from ..models.adapt import adapt_input
+    from ..models import from_module
     from ..train import TrainConfig
 
     teacher_in = teacher.input
-    s = student if hasattr(student, "module") else load_model(student)
-    own = s.input if len(s.input.shape) == 3 else teacher_in
-    size = (student_size, student_size) if student_size else None
-    module = adapt_input(s.module, own, teacher_in, size) if len(teacher_in.shape) == 3 else s.module
+    s, module = adapted_student(student, teacher_in, student_size)
     tuned = _has_trained_weights(student) if fine_tune is None else fine_tune
     # plain batches: on the demo's digits, shifted batches and a larger step cost the student 2 points
     config = TrainConfig(epochs=epochs, progress=False, **(_fine_tune_train(epochs) if tuned else

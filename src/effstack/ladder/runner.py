@@ -30,7 +30,8 @@ from typing import Any
 
 from ..errors import ConfigError, EffstackError, one_line
 from ..plan.prefer import amx_active, pick
-from .core import KEPT, REJECTED, SKIPPED, Budget, Candidate, Measured, Rung, attribute, decide, final_rung
+from .core import (KEPT, REJECTED, SKIPPED, Budget, Candidate, Measured, Rung, accuracy_rejection, attribute,
+                   decide, final_rung)
 
 __all__ = ["Variant", "Ladder", "LadderResult", "STEPS", "Shrunk"]
 
@@ -382,16 +383,8 @@ class Ladder:
                            "quantize_reason": q.reason, "engine_int8": self._engine_int8(variant, cfg, m, build)}
                 islands = "" if len(builds) == 1 else f" (float layers {build.float_precision})"
                 yield Proposal(f"{build.label} on {engine}{islands}, batch {cfg.batch}", build, cfg, m, details)
-                if self._holds(s.baseline, m):
+                if accuracy_rejection(m, s.baseline, self.budget) is None:  # else the next float layers
                     break
-
-    def _holds(self, baseline: Measured, m: Measured) -> bool:
-        """Whether ``m`` ran and kept the accuracy the budget allows against the baseline."""
-        if m.error:
-            return False
-        if m.accuracy is None or baseline.accuracy is None:
-            return True
-        return baseline.accuracy - m.accuracy <= self.budget.allowed_drop(baseline.accuracy) + 1e-9
 
     def _engine_int8(self, variant: Variant, config: Candidate, build: Measured, built: Variant) -> dict[str, Any]:
         """The engine's own whole-model INT8 of the float ``variant`` (its quantizer on every layer, e.g. NNCF
