@@ -342,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     if set(args.int8) - set(INT8_KNOBS):
         p.error(f"--int8 takes {', '.join(INT8_KNOBS)}, got {','.join(args.int8)}")
     if args.engine == "auto":
-        from effstack.serve.repository import _auto_engine
+        from effstack.engines import auto_engine
 
-        args.engine = _auto_engine()
+        args.engine = auto_engine()
     images = f"photos:all?n={n}&split=eval"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:

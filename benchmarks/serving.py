@@ -329,7 +329,7 @@ def overload(args: argparse.Namespace, sustainable_qps: float | None) -> dict[st
 def busy_curve(sessions: list[Any], spec: Any, max_batch: int, runs: int) -> dict[int, list[float]]:
     """Seconds per batch at every size 1..max_batch with every session busy: each session cycles through the sizes
     ``runs`` times, starting at a different size, and keeps running (untimed) until the others are done too."""
-    from effstack.serve.repository import run_on_each
+    from effstack.serve.instances import run_on_each
 
     sizes = list(range(1, max_batch + 1))
     examples = {b: spec.example(b, seed=b) for b in sizes}
@@ -423,7 +423,7 @@ def ceiling(args: argparse.Namespace, served: dict[str, Any] | None = None) -> d
 def auto_instances(args: argparse.Namespace) -> dict[str, Any]:
     """``--instances auto`` checked: per run, each layout served for real, its prediction against its measured rate."""
     from effstack.serve.config import ServingConfig
-    from effstack.serve.repository import MIN_SIGMA, pick_layout
+    from effstack.serve.instances import MIN_SIGMA, pick_layout
     from effstack.serve.simulate import ranking_agreement, sustainable_rate
 
     t_start = time.perf_counter()

@@ -127,9 +127,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import tritonclient.http as httpclient
 
     from effstack.measure.cpu import read_proc_stat
-    from effstack.serve.repository import _auto_engine
+    from effstack.engines import auto_engine
 
-    engine = _auto_engine() if args.engine == "auto" else args.engine
+    engine = auto_engine(args.engine)
     port = free_port(HOST)
     proc = start(server_argv(args, port, engine), f"http://{HOST}:{port}/v2/health/ready", f"stages-{port}",
                  timeout_s=args.start_timeout_s)

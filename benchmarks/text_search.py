@@ -183,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from effstack.models import load_model
     from effstack.search.text import load_text_embedder
-    from effstack.serve.repository import _auto_engine
+    from effstack.engines import auto_engine
     from effstack.text.corpus import builtin_corpus
 
-    engine = _auto_engine() if args.engine == "auto" else args.engine
+    engine = auto_engine(args.engine)
     corpus = builtin_corpus(limit=args.limit)
     pairs = halves(builtin_corpus().texts, args.min_words)
     picked = np.sort(np.random.default_rng(args.seed).permutation(len(pairs))[: min(args.pairs, len(pairs))])

@@ -122,9 +122,9 @@ def _documented_choice(rates: dict[int, float], caps: dict[int, int]) -> int:
     ({1: 10.0, 2: 10.2, 4: 10.4, 8: 12.0}, {1: 1, 2: 1, 4: 1, 8: 8}, 8),
 ])
 def test_auto_instances_choose_the_layout_the_documented_rule_picks(rates, caps, chosen, tiny_cnn, monkeypatch):
-    from effstack.serve import repository
+    from effstack.serve import instances
 
-    assert repository.AUTO_MARGIN == 0.05  # the margin the README and the docstring promise
+    assert instances.AUTO_MARGIN == 0.05  # the margin the README and the docstring promise
     assert _documented_choice(rates, caps) == chosen  # the case is worked out right
     closed = []
     monkeypatch.setattr(ModelRunner, "sustainable_rate", lambda self: rates[len(self.sessions)])
@@ -158,7 +158,7 @@ def test_auto_instances_judge_each_layout_by_simulating_its_curve(tiny_cnn):
 
 def test_layouts_are_simulated_on_the_warm_up_medians_not_the_p99(tiny_cnn, monkeypatch):
     import effstack.serve.simulate as sim
-    from effstack.serve.repository import MIN_SIGMA, Curve
+    from effstack.serve.instances import MIN_SIGMA, Curve
 
     config = ServingConfig(model="effstack.testing:tiny_cnn", engine="null", instances=1, max_batch=2,
                            latency_budget_ms=50)
@@ -200,7 +200,7 @@ def test_auto_instances_in_the_config_and_the_command_line(capsys):
 def test_one_openvino_instance_runs_lone_samples_on_a_session_loaded_for_batch_1(tiny_cnn):
     pytest.importorskip("openvino")
     from effstack.engines.openvino import OpenVinoSession
-    from effstack.serve.repository import BySize
+    from effstack.serve.instances import BySize
 
     # THROUGHPUT at max batch 4 makes a stream per thread: a lone sample would run on one of the two threads
     config = ServingConfig(model="effstack.testing:tiny_cnn", engine="openvino", instances=1, threads=2, max_batch=4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from effstack.serve.batcher import BatchingPolicy
-from effstack.serve.repository import pick_layout
+from effstack.serve.instances import pick_layout
 from effstack.serve.simulate import (curve_stats, max_rate, measured_curve, queueing_bound, ranking_agreement,
                                      simulate, sustainable_rate)
 

@@ -171,11 +171,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     from ..evaluate.accuracy import parse_max_drop
     from ..evaluate.cascade import choose_threshold, evaluate_cascade, measure_cost, split_calibration
     from ..models import load_model
-    from ..serve.repository import _auto_engine
+    from ..engines import auto_engine
 
     max_drop = parse_max_drop(args.max_drop)  # a bad value fails before any model loads
     _check_student_args(args)
-    engine = canonical(_auto_engine() if args.engine == "auto" else args.engine)
+    engine = canonical(auto_engine(args.engine))
     small, big = load_model(args.small), load_model(args.big)
     student = None
     if args.distill_epochs or args.small_size:  # the small model takes the big one's input from here on

@@ -279,13 +279,13 @@ def _spread(args: argparse.Namespace, embedder: Any, load_args: dict[str, Any]) 
 def _engine_knobs(items: list[str] | None, engine: str) -> dict[str, Any] | None:
     """``--knob`` values for the build's engine: the shared ones and those under its name."""
     from ..engines import ENGINES, canonical
-    from ..serve.repository import _auto_engine
+    from ..engines import auto_engine
     from .common import parse_knobs
 
     if not items:
         return None
     knobs = parse_knobs(items)
-    name = canonical(_auto_engine() if engine == "auto" else engine)
+    name = canonical(auto_engine(engine))
     shared = {k: v for k, v in knobs.items() if not (isinstance(v, dict) and k in ENGINES.names())}
     return {**shared, **knobs.get(name, {})} or None
 

@@ -320,7 +320,7 @@ def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", pr
     from ..engines import SessionOptions, get_engine
     from ..models import load_model
     from ..models.loader import LoadedModel, fingerprint_module
-    from ..serve.repository import _auto_engine
+    from ..engines import auto_engine
 
     bundle = _bundle_path(model)
     if bundle is not None:
@@ -336,7 +336,7 @@ def load_embedder(model: Any, layer: str | None = None, engine: str = "auto", pr
     view = view or ImageView.of(loaded.module)
     precision = precision or "fp32"
     batches, record = _calibration(calibration, precision, loaded.input, view)
-    session = get_engine(_auto_engine() if engine == "auto" else engine).load(
+    session = get_engine(auto_engine(engine)).load(
         feat, SessionOptions(precision=precision, threads=threads, batch=batch, calibration=batches,
                              knobs=dict(knobs or {})))
     source = {"spec": _spec_dict(loaded.spec), "input": loaded.input.to_dict(),
@@ -524,9 +524,9 @@ def embedder_from_manifest(model: dict[str, Any], engine: str = "auto", precisio
 
 def _same_engine(asked: str, recorded: Any) -> bool:
     from ..engines import canonical
-    from ..serve.repository import _auto_engine
+    from ..engines import auto_engine
 
-    return recorded is not None and canonical(_auto_engine() if asked == "auto" else asked) == recorded
+    return recorded is not None and canonical(auto_engine(asked)) == recorded
 
 
 def _check_fingerprint(emb: Embedder, model: dict[str, Any], what: str) -> None:

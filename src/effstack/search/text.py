@@ -174,7 +174,7 @@ def load_text_embedder(model: Any, engine: str = "auto", precision: str | None =
     from ..models import load_model
     from ..models.loader import LoadedModel
     from ..models.spec import ModelSpec
-    from ..serve.repository import _auto_engine
+    from ..engines import auto_engine
     from ..text.tokenize import TextTokenizer
 
     loaded = model if isinstance(model, LoadedModel) else load_model(ModelSpec.coerce(model))
@@ -189,7 +189,7 @@ def load_text_embedder(model: Any, engine: str = "auto", precision: str | None =
         tok = TextTokenizer.from_model(loaded)
         batches = [tok.encode([t]) for t in texts]
         record["fingerprint"] = _texts_fingerprint(texts)
-    session = get_engine(_auto_engine() if engine == "auto" else engine).load(
+    session = get_engine(auto_engine(engine)).load(
         loaded, SessionOptions(precision=precision, threads=threads, batch=batch, calibration=batches,
                                knobs=dict(knobs or {})))
     source = {"spec": _spec_dict(loaded.spec), **({"knobs": dict(knobs)} if knobs else {})}
