@@ -85,3 +85,24 @@ def force_cpu(monkeypatch):
         return flags
 
     return force
+
+
+@pytest.fixture
+def load_benchmark(monkeypatch):
+    """``load_benchmark("serving_stages")``: the module ``benchmarks/serving_stages.py``, imported for this test
+    (registered in ``sys.modules`` for its dataclasses; the folder a benchmark puts first on ``sys.path`` is
+    taken off again afterwards)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from effstack.measure import bench, peak
+from effstack.measure import bench, peak, runner
 from effstack.measure.cpu import CpuUsage
 from effstack.measure.row import ResultRow
 from effstack.measure.scenarios import ScenarioResult
@@ -55,14 +55,14 @@ def test_a_row_that_outruns_the_peak_becomes_the_peak_and_no_fraction_exceeds_on
         assert row.peak_precision == "int8" and row.peak_path
         assert 0 < row.peak_fraction <= 1.0
         assert row.gops <= row.peak_gops
-    # below the micro-benchmark: its path, its figure
-    assert (slow.peak_path, slow.peak_gops) == ("fake-mm", MICRO) and slow.peak_fraction <= 0.2
     # outran it: the row is the peak, and says so
     assert fast.peak_gops > MICRO and fast.peak_gops == fast.gops and fast.peak_fraction == 1.0
     assert fast.peak_path == f"observed:fast_int8/{fast.model} b1"
-    # later rows of the sweep measure against the observation
-    assert (slow_after.peak_path, slow_after.peak_gops) == (fast.peak_path, fast.gops)
-    assert slow_after.peak_fraction < slow.peak_fraction
+    # every row of the sweep, the one measured before it too, is judged against the observation
+    for row in (slow, slow_after):
+        assert (row.peak_path, row.peak_gops) == (fast.peak_path, fast.gops)
+        assert row.peak_fraction == pytest.approx(row.gops / fast.gops)
+        assert row.peak_fraction < 0.2  # at most MICRO / 5 over more than MICRO
     assert given == _record()  # the caller's record is not changed
 
 
@@ -105,6 +105,23 @@ def test_fill_never_gives_a_fraction_above_one(throughput):
         assert row.peak_path == "observed:openvino/m b8" and row.peak_fraction == 1.0
     else:
         assert row.peak_path == "onnxruntime" and row.peak_fraction == pytest.approx(row.gops / 100.0)
+
+
+def test_settle_peak_judges_rows_measured_before_a_faster_one_against_it():
+    rec = {"rates": {"int8": {"gops": 100.0, "path": "fake-mm"}}}
+    rows = [ResultRow(model="m", engine=e, precision="int8", batch=8, gops=g, status="ok")
+            for e, g in (("a", 150.0), ("b", 200.0), ("c", 50.0))]
+    failed = ResultRow(model="m", engine="d", precision="int8", batch=8, status="error")
+    for row in rows:  # as a sweep goes: each judged on the peak so far, which rows that outrun it raise
+        row.judge_peak(rec)
+        runner._raise_peak(rec, row)
+    assert [r.peak_fraction for r in rows] == [1.0, 1.0, 0.25]  # a and b both read 100%
+    runner.settle_peak([*rows, failed], rec)
+    assert [r.peak_fraction for r in rows] == [0.75, 1.0, 0.25]
+    assert {r.peak_path for r in rows} == {"observed:b/m b8"} and failed.peak_fraction is None
+    assert rec["rates"]["int8"]["gops"] == 100.0  # the micro-benchmark's own figure stays
+    runner.settle_peak(rows, None)  # no peak measured: rows keep what they have
+    assert rows[0].peak_fraction == 0.75
 
 
 def test_raise_peak_only_raises():

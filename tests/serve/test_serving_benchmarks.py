@@ -3,23 +3,11 @@ serving_cpu splits a server's CPU time between its event loop and its other thre
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import threading
 from pathlib import Path
 
 import pytest
-
-
-def _stages(monkeypatch, name: str = "serving_stages"):
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the benchmark puts its folder first; undone after
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(diff: float, ratio: float) -> dict:
@@ -31,8 +19,8 @@ def _run(diff: float, ratio: float) -> dict:
                                                           "client_p99_over_engine_p99": ratio}}
 
 
-def test_the_median_run_is_kept_and_the_goals_are_judged_on_the_medians(monkeypatch):
-    bench = _stages(monkeypatch)
+def test_the_median_run_is_kept_and_the_goals_are_judged_on_the_medians(load_benchmark):
+    bench = load_benchmark("serving_stages")
     r = bench.summarise([_run(3.0, 1.2), _run(0.5, 1.9), _run(1.0, 1.4)])
     assert r["goals"]["server_p50_minus_engine_p50_ms"] == 1.0  # the run in the middle
     assert r["median_goals"] == {"server_p50_minus_engine_p50_ms": 1.0, "client_p99_over_engine_p99": 1.4,
@@ -42,10 +30,10 @@ def test_the_median_run_is_kept_and_the_goals_are_judged_on_the_medians(monkeypa
     assert failing["median_goals"]["pass"] is False  # 2.5 ms over the engine: one run, judged as it is
 
 
-def test_cpu_time_splits_into_the_event_loop_and_the_other_threads(monkeypatch):
+def test_cpu_time_splits_into_the_event_loop_and_the_other_threads(load_benchmark):
     if not Path("/proc/self/task").is_dir():
         pytest.skip("no /proc here")
-    bench = _stages(monkeypatch, "serving_cpu")
+    bench = load_benchmark("serving_cpu")
     before, after = {10: 1.0, 11: 2.0}, {10: 1.5, 11: 2.25, 12: 0.5}  # thread 12 started between the readings
     assert bench.split(10, before, after) == {"event_loop": 0.5, "engine_and_other_threads": 0.75}
     stop = threading.Event()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,18 +137,9 @@ def test_bad_inputs_are_one_line_errors(teacher, data, error, match):
     assert "\n" not in str(info.value)
 
 
-def _benchmark(monkeypatch):
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "teacher_filter.py"
-    spec = importlib.util.spec_from_file_location("teacher_filter_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.filterwarnings("ignore:filter_by_teacher kept no sample")  # an untrained teacher may drop classes
-def test_benchmark_core_runs_on_a_tiny_size(monkeypatch):
-    bench = _benchmark(monkeypatch)
+def test_benchmark_core_runs_on_a_tiny_size(load_benchmark):
+    bench = load_benchmark("teacher_filter")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the benchmark trains: idle OpenMP workers spin on a shared CPU (20x slower here)
     try:

@@ -155,8 +155,6 @@ class ResultRow:
         ``peak`` is a :func:`effstack.measure.peak.peak_rates` record (None: no peak fraction).
         Returns ``self`` for chaining.
         """
-        from .peak import observed_path, peak_for
-
         self.scenario = result.scenario
         self.batch = result.batch
         self.duration_s = result.duration_s
@@ -173,20 +171,40 @@ class ResultRow:
         self.late, self.incomplete = result.late, result.incomplete
         if self.macs_per_sample and self.throughput is not None:
             self.gops = 2.0 * self.macs_per_sample * self.throughput / 1e9
+        self.judge_peak(peak)
+        if result.cpu is not None and result.cpu.available:
+            self.other_cpu_pct_core = result.cpu.other_pct_core
+            self.other_cpu_pct_machine = result.cpu.other_pct_machine
+            self.noisy = result.cpu.noisy(noisy_threshold_pct)
+        self.status, self.error = "ok", ""
+        return self
+
+    def judge_peak(self, peak: dict[str, Any] | None) -> "ResultRow":
+        """Set this row's peak (the precision its kernels ran, the peak's GOP/s and path) and its fraction of it,
+        from a :func:`effstack.measure.peak.peak_rates` record (None: no peak). A row faster than the record's
+        peak is its own peak (``peak_path`` ``observed:...``), so the fraction is at most 1. Returns ``self``.
+
+        Example:
+            >>> row = ResultRow(model="m", engine="openvino", precision="int8", batch=8, gops=120.0)
+            >>> rec = {"rates": {"int8": {"gops": 100.0, "path": "openvino"}}}
+            >>> row.judge_peak(rec).peak_fraction, row.peak_path
+            (1.0, 'observed:openvino/m b8')
+            >>> rec["rates"]["int8"]["gops"] = 150.0
+            >>> row.judge_peak(rec).peak_fraction, row.peak_path
+            (0.8, 'openvino')
+        """
+        from .peak import observed_path, peak_for
+
         ran = dominant_precision(self.executed_counts) if self.executed_counts else self.precision
         self.peak_precision = ran
         self.peak_gops, self.peak_path = peak_for(ran, peak) if ran else (None, None)
+        self.peak_fraction = None
         if self.gops is not None and self.peak_gops and self.gops > self.peak_gops:
             # this row outran every micro-benchmark: a measured rate is a lower bound of the machine's
             # peak, so the row is the peak (named as such) and the fraction stays <= 1 by construction
             self.peak_gops, self.peak_path = self.gops, observed_path(self.engine, self.model, self.batch)
         if self.gops is not None and self.peak_gops:
             self.peak_fraction = self.gops / self.peak_gops
-        if result.cpu is not None and result.cpu.available:
-            self.other_cpu_pct_core = result.cpu.other_pct_core
-            self.other_cpu_pct_machine = result.cpu.other_pct_machine
-            self.noisy = result.cpu.noisy(noisy_threshold_pct)
-        self.status, self.error = "ok", ""
         return self
 
     def failed(self, status: str, reason: str) -> "ResultRow":

@@ -19,7 +19,7 @@ from .cell import Cell, base_row, run_cell
 from .row import ResultRow, new_run_id
 from .scenarios import SCENARIOS
 
-__all__ = ["bench"]
+__all__ = ["bench", "settle_peak"]
 
 
 def _as_list(value: Any, what: str) -> list[Any]:
@@ -150,6 +150,7 @@ def bench(
             if on_row is not None:
                 on_row(row)
         advance(None)
+    settle_peak(rows, peak_record)
     return rows
 
 
@@ -164,6 +165,21 @@ def _peak(peak: bool | dict[str, Any] | None) -> dict[str, Any] | None:
         return peak_rates()
     except Exception:  # the % of peak is a nicety; a failure to measure it must not stop the sweep
         return None
+
+
+def settle_peak(rows: list[ResultRow], record: dict[str, Any] | None) -> None:
+    """Judge every measured row against one peak: ``record`` raised by the fastest row of each precision.
+
+    A sweep raises the peak as rows outrun it, so a row measured before a faster one was judged against a lower
+    peak (two rows of one precision could both read 100%); this judges them all again against the final one.
+    """
+    if record is None:
+        return
+    for row in rows:
+        _raise_peak(record, row)
+    for row in rows:
+        if row.ok:
+            row.judge_peak(record)
 
 
 def _raise_peak(record: dict[str, Any] | None, row: ResultRow) -> None:
