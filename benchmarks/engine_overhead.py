@@ -29,7 +29,9 @@ It prints, and writes in its JSON:
   counted MACs: the images/s an INT8 engine could reach), ``best_int8_vs_ceiling`` (the best INT8 cell's
   samples/s / that ceiling, goal >= 0.9), ``best_int8_vs_fp32`` (the best INT8 cell / the same engine's best
   FP32 cell, goal >= 1.8x, >= 3x on a CPU with an INT8 dot product (VNNI)), ``null_cost_us`` (the null
-  engine's cost per call through the harness, goal <= 10 us) and ``effstack_vs_direct`` (the median of every
+  engine's cost per call through the harness, goal <= 10 us), ``best_int8_vs_openvino`` (the best INT8 cell
+  through effstack over OpenVINO's fastest INT8 cell used directly, goal >= 0.97: the median of the paired
+  rounds when they are one cell) and ``effstack_vs_direct`` (the median of every
   paired effstack/direct round ratio pooled over all cells, goal >= 0.97, with p10/p90 and the per-cell
   medians' range);
 * ``readme``: the verdicts as ``{"what", "figure", "spread"}`` lines (the ``figures`` view);
@@ -290,6 +292,7 @@ def verdicts(model: Any, cells: list[dict], harness: Any, peak: dict | None, vnn
             "spread": {"min": min(best["effstack_rounds"]) / max(base["effstack_rounds"]),
                        "max": max(best["effstack_rounds"]) / min(base["effstack_rounds"])},
             "int8_cell": _cell_name(best), "fp32_cell": _cell_name(base)}
+    out["best_int8_vs_openvino"] = _vs_openvino(best, int8, threshold)
     tp = harness.throughput  # calls/s of consecutive chunks of batch-1 calls
     per_call = {"min": 1e6 / tp.max, "max": 1e6 / tp.min, "chunks": tp.n}
     out["null_cost_us"] = {"value": 1e6 / tp.median, "spread": per_call, "goal": 10.0,
@@ -306,6 +309,26 @@ def verdicts(model: Any, cells: list[dict], harness: Any, peak: dict | None, vnn
     else:
         out["effstack_vs_direct"] = {"value": None, "goal": threshold, "pass": None, "why": "no cell ran"}
     return out
+
+
+def _vs_openvino(best: dict | None, int8: list[dict], goal: float) -> dict[str, Any]:
+    """effstack's best INT8 cell over OpenVINO used directly at its best INT8 cell (the fastest INT8 path on
+    Intel CPUs, AMX included): the median of the paired rounds where both are one cell, else the ratio of the
+    medians with the worst and best round pairs as its spread."""
+    ov = [c for c in int8 if c["engine"] == "openvino"]
+    if best is None or not ov:
+        return {"value": None, "goal": goal, "pass": None,
+                "why": "no INT8 cell ran" if best is None else "no OpenVINO INT8 cell ran"}
+    ref = max(ov, key=lambda c: c["direct_median"])
+    ours, theirs = best["effstack_rounds"], ref["direct_rounds"]
+    if ref is best:
+        r = spread([a / b for a, b in zip(ours, theirs)])
+        value, lo, hi = r.median, r.min, r.max
+    else:
+        value, lo, hi = best["effstack_median"] / ref["direct_median"], min(ours) / max(theirs), max(ours) / min(theirs)
+    return {"value": value, "goal": goal, "pass": value >= goal, "spread": {"min": lo, "max": hi},
+            "paired": ref is best, "cell": _cell_name(best), "openvino_cell": _cell_name(ref),
+            "samples_per_s": best["effstack_median"], "openvino_direct_per_s": ref["direct_median"]}
 
 
 def _cell_name(cell: dict) -> str:
@@ -334,6 +357,13 @@ def readme_lines(v: dict[str, Any]) -> list[dict[str, str]]:
                             f"{' (VNNI CPU)' if f['vnni'] else ' (no VNNI)'}",
                     "figure": f"{f['value']:.2f}x ({mark(f)})",
                     "spread": f"{f['spread']['min']:.2f}-{f['spread']['max']:.2f} (worst to best rounds)"})
+    o = v.get("best_int8_vs_openvino") or {"value": None}  # files recorded before it have none
+    if o["value"] is not None:
+        out.append({"what": f"best INT8 cell through effstack ({o['cell']}, {o['samples_per_s']:.1f}/s) / OpenVINO "
+                            f"used directly ({o['openvino_cell']}, {o['openvino_direct_per_s']:.1f}/s), goal >= "
+                            f"{o['goal']:g}", "figure": f"{o['value']:.3f} ({mark(o)})",
+                    "spread": f"{o['spread']['min']:.3f}-{o['spread']['max']:.3f} "
+                              f"({'paired rounds' if o['paired'] else 'worst to best rounds'})"})
     n = v["null_cost_us"]
     out.append({"what": "null engine, cost per call through effstack, goal <= 10 us",
                 "figure": f"{n['value']:.2f} us ({mark(n)})",
