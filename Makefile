@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= onnx,openvino,serve,search,shrink,grpc,pretrained,ray,text,lm,dev
 STAMP := $(VENV)/.effstack-installed
 
-.PHONY: install demo test results bench-overhead clean
+.PHONY: install demo test results bench-overhead record-cpu clean
 
 install: $(STAMP)
 
@@ -26,6 +26,9 @@ results: install
 
 bench-overhead: install
 	$(PY) benchmarks/record.py engine_overhead -- $(PY) benchmarks/engine_overhead.py --json {json}
+
+record-cpu: install  # the standard recordings for a new CPU kind, about 30 min (benchmarks/record_cpu.sh)
+	bash benchmarks/record_cpu.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
