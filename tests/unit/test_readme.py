@@ -194,7 +194,7 @@ def test_readme_make_targets_and_benchmark_scripts_exist():
     """``make X`` targets are in the Makefile; ``python benchmarks/...`` scripts are in the repository (not run)."""
     makefile = (ROOT / "Makefile").read_text()
     targets = {w for c in _bash_commands() if c.startswith("make ") for w in shlex.split(c)[1:]}
-    targets |= set(re.findall(r"`make (\w+)`", _text()))
+    targets |= set(re.findall(r"`make (\w[\w-]*)`", _text()))
     assert {"demo", "test", "install"} <= targets
     for target in targets:
         assert re.search(rf"^{target}\s*:", makefile, flags=re.M), f"make {target}: no such Makefile target"
