@@ -62,3 +62,21 @@ def test_engines_lists_availability(tmp_path):
     engines = {e["engine"]: e for e in json.loads(out.read_text())["engines"]}
     assert engines["null"]["available"] and engines["torch"]["available"]
     assert not engines["tensorrt"]["available"] or engines["tensorrt"]["device"] == "cuda"
+
+
+def test_peak_prints_a_table_of_each_precisions_peak_and_paths_and_writes_the_record(capsys, tmp_path, monkeypatch):
+    from effstack.measure import peak
+
+    record = {"rates": {"int8": {"gops": 100.0, "path": "torch", "candidates": {"torch": 100.0, "onnxruntime": 80.0},
+                                 "observed": {"gops": 120.0, "path": "observed:openvino/m b8"}},
+                        "fp32": {"gops": 50.0, "path": "onnxruntime", "candidates": {"onnxruntime": 50.0}}},
+              "errors": {"bf16/torch": "RuntimeError: no bf16 here"}, "threads": 2, "size": 256,
+              "machine": {"kind": "amd-zen3-avx2"}, "measured_at": "2026-12-05T00:00:00+00:00"}
+    monkeypatch.setattr(peak, "peak_rates", lambda refresh=False: record)
+    monkeypatch.setenv("COLUMNS", "160")  # rich wraps cells to the terminal's width
+    out = tmp_path / "peak.json"
+    assert main(["peak", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "amd-zen3-avx2" in text and "120.0" in text and "torch 100, onnxruntime 80" in text
+    assert "RuntimeError: no bf16 here" in text and "50.0" in text
+    assert json.loads(out.read_text()) == record
