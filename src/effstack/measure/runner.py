@@ -80,7 +80,8 @@ def bench(
         peak: True measures (or reads the cached) machine peak for the % of peak column; a
             :func:`~effstack.measure.peak.peak_rates` record uses that (a copy); False/None leaves it empty.
             A row that outruns the peak is its own peak (``peak_path`` ``observed:...``, fraction 1) and
-            raises it for the rows after it (:func:`~effstack.measure.peak.raise_peak`).
+            raises it for the rows after it (:func:`~effstack.measure.peak.raise_peak`); once the sweep ends,
+            every row is judged against the final peak (:func:`settle_peak`).
         on_row: called with each row as soon as it is measured (e.g. to save partial results).
 
     Raises:
