@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,4 @@ def test_each_recording_runs_the_command_a_results_file_was_recorded_with():
 
 
 def _normal(command: str) -> str:
-    import shlex
-
     return " ".join(shlex.split(command))
