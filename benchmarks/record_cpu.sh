@@ -9,8 +9,9 @@
 #   bash benchmarks/record_cpu.sh [NAME ...]     # default: all four, about 30 minutes; `make record-cpu`
 #
 # Run nothing else meanwhile (2 cores: every file records the CPU other processes took). Each recording is the
-# command the README quotes for it, so a block for the new kind is a marker away: add
-# `<!-- results KIND/NAME VIEW -->` + `<!-- /results -->` next to the other kinds' blocks, then `make results`.
+# command the README quotes for it, and at the end the README gets a block for each new file, right after the
+# same file's block from another CPU kind (`python -m effstack.report.results --add-kind KIND`): review the
+# lead-in line above each (`The same on KIND:`), say what the figures show, and commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -46,4 +47,5 @@ for name in "${names[@]}"; do
         --no-prune --max-batch 16 --time-budget 13m --quiet --json '{json}' ;;
   esac
 done
-echo "recorded under results/$kind/: ${names[*]}; add their README markers, then make results"
+echo "recorded under results/$kind/: ${names[*]}"
+"$PY" -m effstack.report.results --readme README.md --root results --add-kind "$kind"

@@ -70,6 +70,36 @@ def test_check_mode_fails_on_a_readme_that_drifted(tmp_path, capsys):
     assert results.main(["--readme", str(readme), "--root", str(tmp_path), "--check"]) == 1
 
 
+def test_a_new_cpu_kinds_files_get_blocks_after_the_same_files_of_another_kind(tmp_path, capsys):
+    for kind in ("old-kind", "new-kind"):
+        for name in ("fake", "other"):
+            results.record(name, [sys.executable, "-c", WRITE, "{json}"], root=tmp_path, kind=kind)
+    results.record("novel", [sys.executable, "-c", WRITE, "{json}"], root=tmp_path, kind="new-kind")
+    text = ("intro\n<!-- results old-kind/fake figures -->\n<!-- /results -->\n"
+            "<!-- results old-kind/fake -->\n<!-- /results -->\nmiddle\n"
+            "<!-- results old-kind/other -->\n<!-- /results -->\nend\n")
+    new, added, unplaced = results.add_kind(text, "new-kind", tmp_path)
+    assert added == ["new-kind/fake figures", "new-kind/fake", "new-kind/other"] and unplaced == ["novel"]
+    refs = [m.group("ref") + " " + str(m.group("view")) for m in results.BLOCK.finditer(new)]
+    assert refs == ["old-kind/fake figures", "old-kind/fake None", "new-kind/fake figures", "new-kind/fake None",
+                    "old-kind/other None", "new-kind/other None"]  # each after its name's last block, views in order
+    assert new.count("The same on `new-kind`:") == 2 and "middle" in new and new.endswith("end\n")
+    assert results.add_kind(new, "new-kind", tmp_path)[:2] == (new, [])  # a block already there is not added twice
+
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    assert results.main(["--readme", str(readme), "--root", str(tmp_path), "--add-kind", "new-kind"]) == 0
+    out = capsys.readouterr()
+    assert "added 3 block(s)" in out.out and "no other CPU kind shows novel" in out.err
+    assert "From `results/new-kind/other.json`" in readme.read_text()
+    assert results.main(["--readme", str(readme), "--root", str(tmp_path), "--check"]) == 0
+    before = readme.read_text()
+    assert results.main(["--readme", str(readme), "--root", str(tmp_path), "--add-kind", "absent-kind"]) == 2
+    assert "absent-kind does not exist" in capsys.readouterr().err and readme.read_text() == before  # untouched
+    with pytest.raises(ConfigError, match="not a results folder name"):
+        results.add_kind(text, "../up", tmp_path)
+
+
 def test_an_envelope_missing_a_key_is_refused(tmp_path):
     path = _record(tmp_path)
     doc = json.loads(path.read_text())

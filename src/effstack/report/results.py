@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import ArtifactError, ConfigError
 
 __all__ = ["SCHEMA", "BLOCK", "RENDERERS", "cpu_kind_dir", "envelope", "record", "read_result", "render_block",
-           "render_readme", "main"]
+           "render_readme", "add_kind", "main"]
 
 SCHEMA = 1
 BLOCK = re.compile(r"(<!-- results (?P<ref>[\w.+-]+/[\w.+-]+)(?: (?P<view>[\w-]+))? -->\n)(?P<body>.*?)(<!-- /results -->)",
@@ -521,8 +521,46 @@ def render_readme(text: str, root: str | os.PathLike[str] = "results") -> str:
     return BLOCK.sub(lambda m: m.group(1) + render_block(m.group("ref"), m.group("view"), root) + m.group(5), text)
 
 
+def add_kind(text: str, kind: str, root: str | os.PathLike[str] = "results") -> tuple[str, list[str], list[str]]:
+    """``text`` with an (empty) block for every ``root/kind/NAME.json`` the README does not show yet, placed right
+    after the last block of the same NAME from another CPU kind, with that kind's views in its order, under the
+    line ``The same on `kind`:``. :func:`render_readme` then fills them. A new kind's recordings
+    (``make record-cpu``) thus land next to the other kinds' without hand-written markers.
+
+    Returns:
+        ``(text, added, unplaced)``: the new text, the refs given a block (``kind/NAME VIEW``), and the names no
+        other kind shows, so there is no place to infer (those need a marker written by hand).
+    """
+    if not re.fullmatch(r"[\w.+-]+", kind):
+        raise ConfigError(f"CPU kind {kind!r} is not a results folder name; use one like amd-zen4-avx512-vnni-bf16")
+    folder = Path(root) / kind
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder} does not exist; record into it first (make record-cpu)")
+    blocks = [(m.group("ref").split("/", 1), m.group("view"), m.end()) for m in BLOCK.finditer(text)]
+    shown = {name for (k, name), _, _ in blocks if k == kind}
+    inserts: list[tuple[int, str]] = []
+    added: list[str] = []
+    unplaced: list[str] = []
+    for name in sorted(p.stem for p in folder.glob("*.json")):
+        if name in shown:
+            continue
+        others = [(k, view, end) for (k, n), view, end in blocks if n == name]
+        if not others:
+            unplaced.append(name)
+            continue
+        last_kind, _, end = others[-1]
+        views = list(dict.fromkeys(view for k, view, _ in others if k == last_kind))
+        refs = [f"{kind}/{name}" + (f" {view}" if view else "") for view in views]
+        inserts.append((end, f"\n\nThe same on `{kind}`:\n\n"
+                             + "\n\n".join(f"<!-- results {ref} -->\n<!-- /results -->" for ref in refs)))
+        added += refs
+    for end, block in sorted(inserts, reverse=True):  # from the end, so earlier offsets stay valid
+        text = text[:end] + block + text[end:]
+    return text, added, unplaced
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m effstack.report.results [--readme README.md] [--root results] [--check]``."""
+    """``python -m effstack.report.results [--readme README.md] [--root results] [--check | --add-kind KIND]``."""
     import argparse
 
     from .._files import atomic_write_text
@@ -531,11 +569,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description="Regenerate the README's results blocks from results/<cpu-kind>/*.json.")
     p.add_argument("--readme", default="README.md")
     p.add_argument("--root", default="results")
-    p.add_argument("--check", action="store_true", help="exit 1 if the README differs from what the files give")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 if the README differs from what the files give")
+    mode.add_argument("--add-kind", metavar="KIND",
+                      help="first give every results/KIND/*.json the README lacks a block, after the same name's "
+                           "block from another kind (make record-cpu does this for a new CPU kind)")
     args = p.parse_args(argv)
     readme = Path(args.readme)
     try:
-        text = readme.read_text()
+        text = original = readme.read_text()
+        if args.add_kind:
+            text, added, unplaced = add_kind(text, args.add_kind, args.root)
+            print(f"{readme}: added {len(added)} block(s) for {args.add_kind}: {', '.join(added) or 'none'}")
+            for name in unplaced:
+                print(f"{readme}: no other CPU kind shows {name}, so no place to infer: add "
+                      f"<!-- results {args.add_kind}/{name} --> + <!-- /results --> where it belongs",
+                      file=sys.stderr)
         new = render_readme(text, args.root)
     except (OSError, ArtifactError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -547,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"{readme}: {blocks} results blocks match their files")
         return 0
-    if new != text:
+    if new != original:
         atomic_write_text(readme, new)
     print(f"{readme}: {blocks} results blocks regenerated from {args.root}/")
     return 0
